@@ -1,0 +1,32 @@
+# Two commands: `make bench` and `make test`. Both create .venv and install the package first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench test test-slow lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+bench: install
+	$(BIN)/robustvision bench
+
+# pytest exits 5 when it collects nothing; that is a failure of the suite, not a pass.
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-slow: install
+	$(BIN)/python -m pytest -q -ra -m slow
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,8 @@
+"""Noises: adversarial attacks, natural corruptions and system noise, behind one registry.
+
+Importing this package registers every noise family.
+"""
+
+from robustvision.noises.base import NOISES, Noise, NoiseKind, create_noise, list_noises
+
+__all__ = ["NOISES", "Noise", "NoiseKind", "create_noise", "list_noises"]

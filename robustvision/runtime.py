@@ -1,0 +1,64 @@
+"""Devices, seeds and the cache folder: the few process-level facts every module agrees on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without CUDA is a clear error."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from err
+
+
+def seed_from_key(seed: int, *parts: object) -> int:
+    """A stable 63-bit seed from a base seed and a cell key (same key -> same seed, in any process)."""
+    text = "|".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def make_generator(seed: int, *parts: object, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded from ``seed`` and an optional key."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed_from_key(seed, *parts) if parts else seed)
+    return g
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch for a whole training run (called by entry points, never at import)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def home_dir() -> Path:
+    """The cache folder for checkpoints and downloads: ``$ROBUSTVISION_HOME`` or ``~/.cache/robustvision``."""
+    root = os.environ.get("ROBUSTVISION_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "robustvision")
+    return Path(root)
+
+
+def shared_data_dir() -> Path | None:
+    """``$ROBUSTVISION_SHARED_DATA`` or the ``../shared/data`` beside the project checkout, if present."""
+    env = os.environ.get("ROBUSTVISION_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent.parent
+    candidates += [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
