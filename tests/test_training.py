@@ -238,21 +238,30 @@ def test_ensure_zoo_trains_once_then_reuses(monkeypatch):
     preset = ZooPreset(
         "tiny",
         "digits",
-        (ZooMember("lenet5"), ZooMember("lenet5", "label_smoothing", overrides={"epochs": 1})),
+        (
+            ZooMember("lenet5"),
+            ZooMember("lenet5", "label_smoothing", overrides={"epochs": 1}),
+            ZooMember("lenet5", "mixup", overrides={"epochs": 1}),
+        ),
         base={"epochs": 2, "batch_size": 128, "progress": False, "eval_every": 0},
+        image_size=16,
         min_accuracy=0.0,
     )
-    first = ensure_zoo(preset, device="cpu", progress=False)
-    assert [(n, t) for n, t, _ in first] == [("lenet5", "standard"), ("lenet5", "label_smoothing")]
-    assert all(p.is_file() and p.with_suffix(".json").is_file() for _, _, p in first)
-    _, card = load_checkpoint(first[1].checkpoint_path)
+    first = ensure_zoo(preset, device="cpu", progress=False, only=["lenet5/standard"])  # in this process
+    assert [(n, t) for n, t, _ in first] == [("lenet5", "standard")]
+    everything = ensure_zoo(preset, device="cpu", progress=False, jobs=2)  # the other two, in 2 worker processes
+    assert [(n, t) for n, t, _ in everything] == [("lenet5", t) for t in ("standard", "label_smoothing", "mixup")]
+    assert everything[0] == first[0]
+    assert all(p.is_file() and p.with_suffix(".json").is_file() for _, _, p in everything)
+    _, card = load_checkpoint(everything[1].checkpoint_path)
     assert card["epochs"] == 1 and card["zoo_preset"] == "tiny" and card["clean_accuracy"] > 0.3
+    assert not list((everything[0].checkpoint_path.parent.parent / ".work").glob("*"))  # work dirs cleaned
 
     def boom(*a, **k):
         raise AssertionError("a cached member was trained again")
 
     monkeypatch.setattr(zoo_presets, "_train_member", boom)
-    assert ensure_zoo(preset, device="cpu", progress=False) == first
+    assert ensure_zoo(preset, device="cpu", progress=False) == everything
     with pytest.raises(ValueError, match="matches no member"):
         ensure_zoo(preset, only=["vit_tiny"], progress=False)
 

@@ -94,6 +94,9 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     retrain: bool = typer.Option(False, "--retrain", help="Train every member again, replacing the cache."),
     only: list[str] | None = typer.Option(None, help="Only these members (model or model/technique; repeatable)."),
+    jobs: int = typer.Option(
+        0, help="Members trained at once, one CPU thread each (0: 2 on CPU if 2+ cores, 1 on CUDA)."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train (or reuse from ROBUSTVISION_HOME) every model of a zoo preset and print their clean accuracy."""
@@ -102,10 +105,13 @@ def train(
     from robustvision.training.zoo_presets import ensure_zoo
 
     with user_errors():
+        import os
+
         from robustvision.runtime import resolve_device
 
-        resolve_device(device)
-        done = ensure_zoo(preset, device=device, progress=progress, retrain=retrain, only=only)
+        if jobs == 0:
+            jobs = 1 if resolve_device(device).type == "cuda" else max(1, min(2, os.cpu_count() or 1))
+        done = ensure_zoo(preset, device=device, progress=progress, retrain=retrain, only=only, jobs=jobs)
     table = Table(title=f"zoo preset {preset!r}")
     for col in ("model", "technique", "family", "clean acc", "train s", "checkpoint"):
         table.add_column(col)

@@ -126,13 +126,21 @@ def train_model(
         train_set = train_set.subset(perm[: max(1, train_subset)])
     kwargs = {**(model_kwargs or {}), **tech.model_kwargs}
     seed_everything(seed)
-    model = create_model(
-        model_name,
-        num_classes=train_set.num_classes,
-        image_size=train_set.image_size,
-        in_chans=train_set.channels,
-        **kwargs,
-    )
+    try:
+        model = create_model(
+            model_name,
+            num_classes=train_set.num_classes,
+            image_size=train_set.image_size,
+            in_chans=train_set.channels,
+            **kwargs,
+        )
+    except TypeError as err:
+        if not tech.model_kwargs:
+            raise
+        raise ValueError(
+            f"technique {technique!r} builds the model with {tech.model_kwargs}, which {model_name!r} does not "
+            f"accept ({err}); pick an architecture with stochastic depth (resnet18, vit_tiny, mixer_tiny, ...)"
+        ) from err
     card = {"dataset": dataset, "model_kwargs": kwargs}
     return train_classifier(
         model, train_set, test_set, base, technique, overrides=overrides, save_to=save_to, card=card

@@ -150,15 +150,18 @@ def ensure_zoo(
     progress: bool = True,
     retrain: bool = False,
     only: list[str] | None = None,
+    jobs: int = 1,
 ) -> list[ZooCheckpoint]:
     """Train the members of ``preset`` that are not cached yet and return every member's checkpoint.
 
     Args:
         preset: a preset name (``default``) or a :class:`ZooPreset`.
         device: ``auto``, ``cpu`` or ``cuda``: where missing members train (cached ones are reused as they are).
-        progress: show a rich progress bar over the epochs still to train.
+        progress: show a rich progress bar.
         retrain: train every member again, replacing the cache.
         only: restrict to members whose model name or ``model/technique`` label is listed.
+        jobs: train this many members at once in worker processes with one CPU thread each (on CPU, small
+            models scale far better across processes than across threads).
 
     Returns:
         ``[(model_name, technique, checkpoint_path), ...]`` in preset order.
@@ -168,6 +171,8 @@ def ensure_zoo(
         ...     model, card = load_checkpoint(path)
     """
     spec = preset if isinstance(preset, ZooPreset) else get_preset(preset)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     members = list(spec.members)
     if only:
         members = [m for m in members if m.model in only or m.label in only]
@@ -175,44 +180,62 @@ def ensure_zoo(
             known = sorted({m.label for m in spec.members})
             raise ValueError(f"--only {only} matches no member of preset {spec.name!r} (members: {known})")
     todo = [m for m in members if retrain or not is_cached(spec, m)]
+    runtime = {"device": device, "resume": not retrain, "progress": False}
+    if retrain:
+        for member in todo:
+            shutil.rmtree(_work_dir(spec, member), ignore_errors=True)
     bar = _outer_progress(progress and bool(todo))
     with bar:
-        task = bar.add_task("zoo", total=sum(member_config(spec, m).epochs for m in todo), info="")
-        for member in todo:
-            key = member_key(spec, member)
-            work = zoo_dir(spec).parent / ".work" / key
-            runtime = {"device": device, "checkpoint_dir": str(work), "resume": not retrain, "progress": False}
-            config = spec.base_config().replace(**runtime)
-            if retrain and work.exists():
-                shutil.rmtree(work)
-            bar.update(task, description=f"zoo {member.label}")
+        if jobs > 1 and len(todo) > 1:
+            _train_parallel(spec, todo, runtime, jobs, bar)
+        else:
+            task = bar.add_task("zoo", total=sum(member_config(spec, m).epochs for m in todo), info="")
+            for member in todo:
+                bar.update(task, description=f"zoo {member.label}", advance=_epochs_done(_work_dir(spec, member)))
 
-            def on_epoch_end(trainer, epoch, metrics, _task=task):
-                bar.update(_task, advance=1, info=f"epoch {epoch}/{trainer.config.epochs}")
+                def on_epoch_end(trainer, epoch, metrics, _task=task):
+                    bar.update(_task, advance=1, info=f"epoch {epoch}/{trainer.config.epochs}")
 
-            # Epochs already done by an interrupted run count as done on the bar.
-            done = _epochs_done(work)
-            if done:
-                bar.update(task, advance=done)
-            metrics = _train_member(spec, member, config, on_epoch_end)
-            acc = metrics.get("clean_accuracy") or 0.0
-            if acc < spec.min_accuracy:
-                warnings.warn(
-                    f"zoo member {member.label} reached {acc:.3f} clean accuracy, below the preset's "
-                    f"{spec.min_accuracy:.2f}",
-                    stacklevel=2,
-                )
-            shutil.rmtree(work, ignore_errors=True)
+                _finish(spec, member, _train_member(spec, member, runtime, on_epoch_end))
     return [ZooCheckpoint(m.model, m.technique, member_path(spec, m)) for m in members]
 
 
-def _train_member(spec: ZooPreset, member: ZooMember, config: TrainConfig, on_epoch_end) -> dict[str, Any]:
-    """Build ``member`` (seeded) and train it with the base ``config``, its technique and its overrides."""
+def _train_parallel(spec: ZooPreset, todo: list[ZooMember], runtime: dict, jobs: int, bar) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    task = bar.add_task("zoo", total=len(todo), info=f"{jobs} workers")
+    single = {**runtime, "threads": 1}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_member, spec, m, single, None): m for m in todo}
+        for future in as_completed(futures):
+            member = futures[future]
+            _finish(spec, member, future.result())
+            bar.update(task, advance=1, description=f"zoo {member.label} done")
+
+
+def _finish(spec: ZooPreset, member: ZooMember, metrics: dict[str, Any]) -> None:
+    acc = metrics.get("clean_accuracy") or 0.0
+    if acc < spec.min_accuracy:
+        warnings.warn(
+            f"zoo member {member.label} reached {acc:.3f} clean accuracy, below the preset's {spec.min_accuracy:.2f}",
+            stacklevel=3,
+        )
+    shutil.rmtree(_work_dir(spec, member), ignore_errors=True)
+
+
+def _work_dir(spec: ZooPreset, member: ZooMember) -> Path:
+    return zoo_dir(spec).parent / ".work" / member_key(spec, member)
+
+
+def _train_member(spec: ZooPreset, member: ZooMember, runtime: dict[str, Any], on_epoch_end) -> dict[str, Any]:
+    """Build ``member`` (seeded) and train it with the preset's base recipe, its technique and its overrides."""
     from robustvision.data import create_dataset
     from robustvision.models import create_model
     from robustvision.runtime import seed_everything
     from robustvision.training.api import train_classifier
 
+    config = spec.base_config().replace(checkpoint_dir=str(_work_dir(spec, member)), **runtime)
     tech = create_technique(member.technique)
     train_set = create_dataset(spec.dataset, split="train", image_size=spec.image_size)
     test_set = create_dataset(spec.dataset, split="test", image_size=spec.image_size)
