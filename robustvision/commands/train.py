@@ -39,7 +39,7 @@ def train(
     seed: int | None = typer.Option(None, help="Seed of the whole run."),
     root: Path | None = typer.Option(None, help="Folder of the data set's files (mnist, cifar10, imagefolder)."),
     image_size: int | None = typer.Option(None, help="Resize the data to this side."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig fields (the base)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Config field override KEY=VALUE (repeatable)."),
     model_arg: list[str] | None = typer.Option(
@@ -75,13 +75,18 @@ def train(
         if out_path.suffix != ".safetensors":
             raise ValueError(f"--out must end in .safetensors, got {str(out_path)!r}")
         overrides: dict[str, Any] = {
-            "device": device,
             "amp": amp,
             "progress": progress,
             "resume": resume,
             "checkpoint_dir": str(run_dir / "checkpoints"),
         }
-        for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
+        for key, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("lr", lr),
+            ("seed", seed),
+            ("device", device),
+        ):
             if value is not None:
                 overrides[key] = value
         overrides.update(parse_assignments(set_, "--set"))

@@ -9,8 +9,14 @@ from robustvision.training.api import train_classifier, train_model
 from robustvision.training.config import TrainConfig
 from robustvision.training.techniques import TECHNIQUES, Technique, create_technique, list_techniques
 from robustvision.training.trainer import Trainer
+from robustvision.training.zoo_presets import PRESETS, ZooCheckpoint, ensure_zoo, get_preset, list_presets
 
 __all__ = [
+    "PRESETS",
+    "ZooCheckpoint",
+    "ensure_zoo",
+    "get_preset",
+    "list_presets",
     "TECHNIQUES",
     "Technique",
     "TrainConfig",
