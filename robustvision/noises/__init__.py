@@ -4,5 +4,6 @@ Importing this package registers every noise family.
 """
 
 from robustvision.noises.base import NOISES, Noise, NoiseKind, create_noise, list_noises
+from robustvision.noises import corruptions  # noqa: E402,F401  (registers the 19 ImageNet-C corruptions)
 
 __all__ = ["NOISES", "Noise", "NoiseKind", "create_noise", "list_noises"]
