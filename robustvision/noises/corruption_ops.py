@@ -261,7 +261,7 @@ def from_uint8_hwc(arr: np.ndarray, channels: int) -> torch.Tensor:
     """``H x W [x C]`` uint8 -> ``C x H x W`` float in [0, 1] with ``channels`` channels."""
     if arr.ndim == 2:
         arr = arr[..., None]
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255
+    t = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float() / 255
     if t.shape[0] != channels:
         t = t[:1].expand(channels, -1, -1) if channels == 3 else rgb_to_gray(t[None])[0]
     return t

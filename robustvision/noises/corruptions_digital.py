@@ -48,8 +48,8 @@ class Contrast(Corruption):
 
 @register_corruption("elastic_transform", "digital")
 class ElasticTransform(Corruption):
-    """A random affine warp (three control points moved by up to ``c[2]`` px; ``cv2.warpAffine``, reflect-101,
-    with OpenCV's 1/32-pixel fixed-point coordinates), then a smooth displacement field: uniform [-1, 1]
+    """A random affine warp (three control points moved by up to ``c[2]`` px; ``cv2.warpAffine``, bilinear,
+    reflect-101 border), then a smooth displacement field: uniform [-1, 1]
     noise blurred with sigma ``c[1]`` (scipy ``reflect``, truncate 3) times ``c[0]``, sampled bilinearly
     (``scipy.ndimage.map_coordinates(order=1, mode='reflect')``).
     """
@@ -111,9 +111,10 @@ def _random_affine(images: torch.Tensor, uniform: torch.Tensor, jitter: float) -
         a = np.hstack([src, np.ones((3, 1))])
         m = np.linalg.solve(a, dst).T  # 2 x 3, dst = m @ [x, y, 1]
         inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
-        # cv2.warpAffine's fixed point: source coordinates in 1/32 pixel, rounded like its AB_BITS=10 path.
-        xs = (np.round(inv[0, 0] * gx * 1024) + np.round((inv[0, 1] * gy + inv[0, 2]) * 1024) + 16) // 32 / 32
-        ys = (np.round(inv[1, 0] * gx * 1024) + np.round((inv[1, 1] * gy + inv[1, 2]) * 1024) + 16) // 32 / 32
+        # Exact source coordinates, as OpenCV 5's warpAffine computes them; OpenCV 4 rounded them to 1/32 px,
+        # which moves edge pixels by up to ~3.5/255.
+        xs = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
+        ys = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
         xs_all.append(xs)
         ys_all.append(ys)
     ys_t = torch.from_numpy(np.stack(ys_all)).to(dev)
