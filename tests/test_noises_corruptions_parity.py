@@ -28,7 +28,10 @@ with warnings.catch_warnings():
         import imagecorruptions.corruptions as ic
     except Exception as err:  # ImportError, or pkg_resources missing on setuptools >= 81
         ic = None
-        _IC_ERROR = f"imagecorruptions is not importable ({type(err).__name__}: {err}); pip install imagecorruptions 'setuptools<81'"
+        _IC_ERROR = (
+            f"imagecorruptions is not importable ({type(err).__name__}: {err}); "
+            "pip install imagecorruptions 'setuptools<81'"
+        )
 
 pytestmark = pytest.mark.skipif(ic is None, reason=_IC_ERROR if ic is None else "")
 

@@ -201,9 +201,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     safe = torch.where(delta == 0, torch.ones_like(delta), delta)
     s = torch.where(delta == 0, torch.zeros_like(v), delta / torch.where(v == 0, torch.ones_like(v), v))
     # skimage assigns red, then green, then blue: the last channel equal to the max wins.
-    h = torch.where(
-        b == v, 4.0 + (r - g) / safe, torch.where(g == v, 2.0 + (b - r) / safe, (g - b) / safe)
-    )
+    h = torch.where(b == v, 4.0 + (r - g) / safe, torch.where(g == v, 2.0 + (b - r) / safe, (g - b) / safe))
     h = torch.remainder(h / 6.0, 1.0)
     h = torch.where(delta == 0, torch.zeros_like(h), h)
     return torch.stack([h, s, v], 1)

@@ -113,7 +113,7 @@ def _apply_swaps(size: int, positions: list[int], targets: list[int]) -> list[in
     # Each step depends on the ones before it, so this stays a sequential loop; on a list of ints it costs
     # ~0.05 us per step instead of the original's ~10 us of numpy indexing and randint calls.
     perm = list(range(size))
-    for p, q in zip(positions, targets):
+    for p, q in zip(positions, targets, strict=True):
         perm[p] = perm[q]
     return perm
 

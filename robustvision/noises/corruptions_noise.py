@@ -72,7 +72,8 @@ class ImpulseNoise(Corruption):
     }
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
-        return {"flip": rand(tuple(shape), generator, torch.float64), "salt": rand(tuple(shape), generator, torch.float64)}
+        shape = tuple(shape)
+        return {"flip": rand(shape, generator, torch.float64), "salt": rand(shape, generator, torch.float64)}
 
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)

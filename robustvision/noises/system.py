@@ -262,7 +262,8 @@ def _register() -> None:
     for decoder in DECODERS:
         NOISES.add(f"decode_{decoder}", _builder(Decode, decoder=decoder), group="decoder", **meta)
     for interp in PIL_INTERPOLATIONS:
-        NOISES.add(f"resize_pil_{interp}", _builder(Resize, library="pil", interpolation=interp), group="resize", **meta)
+        builder = _builder(Resize, library="pil", interpolation=interp)
+        NOISES.add(f"resize_pil_{interp}", builder, group="resize", **meta)
     for interp in OPENCV_INTERPOLATIONS:
         builder = _builder(Resize, library="opencv", interpolation=interp)
         NOISES.add(f"resize_opencv_{interp}", builder, group="resize", **meta)
