@@ -173,10 +173,14 @@ def test_shot_noise_draws_injected(images, severity, monkeypatch):
 def test_impulse_noise_draws_injected(images, severity, monkeypatch):
     x = to_tensor(images)
     params = C.ImpulseNoise(severity).sample_params(x.shape, torch.Generator().manual_seed(3))
+    c = C.ImpulseNoise.table["imagenet"][severity - 1]
     draws = deque()
     for i in range(len(images)):
-        draws.append(params["flip"][i].permute(1, 2, 0).numpy())
-        draws.append(params["salt"][i].permute(1, 2, 0).numpy())
+        u = params["flip"][i].permute(1, 2, 0).double().numpy()
+        draws.append(u)  # skimage's flip draw
+        draws.append(np.where(u <= np.float32(c) / 2, 0.0, 1.0))  # its salt draw, as our single draw decides it
+    flips = [d for i, d in enumerate(draws) if i % 2 == 0]
+    assert 0.5 * c < np.mean([np.mean(f <= c) for f in flips]) < 1.5 * c
 
     class FakeRng:
         def random(self, shape):

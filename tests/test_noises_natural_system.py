@@ -305,3 +305,20 @@ def test_sequence_errors_and_flip_rate(photos32):
 
     assert flip_rate(Constant(), photos32, "brightness") == 0.0
     assert flip_rate(BrightnessBins(), photos32, "brightness") > 0.0
+
+
+@pytest.mark.parametrize("delta,iterations,side", [(1, 2, 9), (2, 3, 12), (4, 2, 20)])
+def test_glass_permutation_equals_the_sequential_loop(delta, iterations, side):
+    from robustvision.noises.corruptions_blur import _shuffle_positions, glass_permutation
+
+    g = gen(delta)
+    steps = (side - 2 * delta) ** 2
+    offsets = torch.randint(-delta, delta, (3, iterations, steps, 2), generator=g)
+    fast = glass_permutation(offsets, side, side, delta)
+    pos = _shuffle_positions(side, side, delta).tolist()
+    for i in range(3):
+        img = list(range(side * side))
+        for it in range(iterations):
+            for p, (dx, dy) in zip(pos, offsets[i, it].tolist(), strict=True):
+                img[p] = img[p + dy * side + dx]  # the original's "swap" of numpy views copies one way
+        assert fast[i].tolist() == img

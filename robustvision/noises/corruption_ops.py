@@ -154,39 +154,46 @@ def _gaussian_kernel1d(sigma: float, truncate: float) -> torch.Tensor:
     return torch.from_numpy(phi / phi.sum())
 
 
-def _filter1d(x: torch.Tensor, kernel: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
-    """Correlate ``x`` (..., H, W) with a 1-D odd ``kernel`` along ``dim`` (-1 or -2) with border ``mode``."""
-    k = kernel.to(device=x.device, dtype=x.dtype)
-    r = (k.numel() - 1) // 2
-    if r == 0:
-        return x * k[0]
-    xp = pad_axis(x, dim, r, r, mode)
-    moved = xp.movedim(dim, -1)
-    shape = moved.shape
-    flat = moved.reshape(-1, 1, shape[-1])
-    if k.numel() > 63:  # long kernels (elastic, sigma ~ 170 px): FFT correlation is far cheaper
-        n = shape[-1]
-        size = n + k.numel()
-        spec = torch.fft.rfft(flat, n=size) * torch.fft.rfft(k.flip(0), n=size)
-        out = torch.fft.irfft(spec, n=size)[..., 2 * r : n]
-    else:
-        out = F.conv1d(flat, k.view(1, 1, -1))
-    return out.reshape(*shape[:-1], out.shape[-1]).movedim(-1, dim)
+@functools.lru_cache(maxsize=256)
+def filter_matrix(n: int, kernel: tuple[float, ...], mode: str) -> torch.Tensor:
+    """The ``n x n`` matrix of correlating a length-``n`` signal with ``kernel`` under border ``mode``.
+
+    Folding the border into the matrix turns any 1-D filter, whatever its length (elastic's sigma-170
+    Gaussian spans 1,025 taps on a 224-pixel row), into one dense matrix product (a fast GEMM on CPU and GPU).
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    r = (len(k) - 1) // 2
+    rows = np.repeat(np.arange(n), len(k))
+    taps = np.tile(np.arange(len(k)), n)
+    cols = fold_index(torch.from_numpy(rows + taps - r), n, mode).numpy()
+    mat = np.zeros((n, n), dtype=np.float64)
+    np.add.at(mat, (rows, cols), k[taps])
+    return torch.from_numpy(mat)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, *, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
     """``skimage.filters.gaussian`` over the last two dims (channels filtered independently)."""
-    k = _gaussian_kernel1d(float(sigma), float(truncate))
-    return _filter1d(_filter1d(x, k, -2, mode), k, -1, mode)
+    k = tuple(_gaussian_kernel1d(float(sigma), float(truncate)).tolist())
+    mh = filter_matrix(x.shape[-2], k, mode).to(device=x.device, dtype=x.dtype)
+    mw = filter_matrix(x.shape[-1], k, mode).to(device=x.device, dtype=x.dtype)
+    return torch.matmul(torch.matmul(mh, x), mw.T)
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, *, mode: str = "mirror") -> torch.Tensor:
-    """``cv2.filter2D(x, -1, kernel)`` per channel of an ``N x C x H x W`` batch (reflect-101 border)."""
+    """``cv2.filter2D(x, -1, kernel)`` per channel of an ``N x C x H x W`` batch (reflect-101 border).
+
+    Large kernels go through the FFT (as OpenCV does for kernels from 11x11 up).
+    """
     n, c, h, w = x.shape
     kh, kw = kernel.shape
     xp = pad_axis(pad_axis(x, -2, kh // 2, kh // 2, mode), -1, kw // 2, kw // 2, mode)
-    k = kernel.to(device=x.device, dtype=x.dtype).view(1, 1, kh, kw)
-    return F.conv2d(xp.reshape(n * c, 1, *xp.shape[-2:]), k).view(n, c, h, w)
+    k = kernel.to(device=x.device, dtype=x.dtype)
+    if kh * kw < 50:
+        return F.conv2d(xp.reshape(n * c, 1, *xp.shape[-2:]), k.view(1, 1, kh, kw)).view(n, c, h, w)
+    size = xp.shape[-2:]
+    spec = torch.fft.rfft2(xp, s=size) * torch.fft.rfft2(k.flip(0, 1), s=size)
+    out = torch.fft.irfft2(spec, s=size)
+    return out[..., kh - 1 : kh - 1 + h, kw - 1 : kw - 1 + w].contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def to_uint8_hwc(img: torch.Tensor) -> np.ndarray:
     """One ``C x H x W`` float image in [0, 1] -> ``H x W x C`` (or ``H x W``) uint8 numpy array."""
-    arr = torch.round(img.detach().clamp(0, 1) * 255).to(torch.uint8).cpu().numpy().transpose(1, 2, 0)
+    arr = torch.round(img.detach().clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
     return arr[..., 0] if arr.shape[2] == 1 else arr
 
 
@@ -288,35 +295,19 @@ def clipped_zoom(x: torch.Tensor, zoom_factor: float) -> torch.Tensor:
 def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
     """Sample ``N x C x H x W`` at float pixel coordinates ``ys``/``xs`` (``N x H' x W'``), bilinear.
 
-    ``mode`` ``reflect`` is ``scipy.ndimage.map_coordinates(order=1, mode='reflect')``; ``mirror`` is OpenCV's
-    ``BORDER_REFLECT_101`` as ``cv2.warpAffine`` uses it.
+    ``mode`` ``reflect`` is ``scipy.ndimage.map_coordinates(order=1, mode='reflect')``, which is exactly
+    ``grid_sample``'s ``reflection`` padding without corner alignment (half-sample symmetric, then clipped);
+    ``mirror`` is OpenCV's ``BORDER_REFLECT_101`` as ``cv2.warpAffine`` uses it (the image is padded first).
     """
     n, c, h, w = x.shape
-    if mode == "reflect":  # fold the coordinate into [-0.5, n - 0.5]; beyond-edge neighbours repeat the edge
-        ys = _fold_coord(ys, h)
-        xs = _fold_coord(xs, w)
-    y0 = torch.floor(ys)
-    x0 = torch.floor(xs)
-    fy = (ys - y0).unsqueeze(1).to(x.dtype)
-    fx = (xs - x0).unsqueeze(1).to(x.dtype)
-    y0 = y0.long()
-    x0 = x0.long()
-    fold = "nearest" if mode == "reflect" else mode
-    flat = x.reshape(n, c, h * w)
-
-    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        idx = fold_index(yi, h, fold) * w + fold_index(xi, w, fold)
-        return torch.gather(flat, 2, idx.reshape(n, 1, -1).expand(n, c, -1)).view(n, c, *ys.shape[1:])
-
-    top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
-    bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def _fold_coord(c: torch.Tensor, n: int) -> torch.Tensor:
-    period = 2.0 * n
-    m = torch.remainder(c + 0.5, period)
-    return torch.where(m >= n, period - m, m) - 0.5
+    if mode == "mirror":  # pad with reflect-101 far enough that every tap lands inside, then sample plainly
+        m = int(max(float(-ys.min()), float(ys.max()) - (h - 1), float(-xs.min()), float(xs.max()) - (w - 1), 0)) + 2
+        x = pad_axis(pad_axis(x, -2, m, m, "mirror"), -1, m, m, "mirror")
+        ys, xs, h, w = ys + m, xs + m, h + 2 * m, w + 2 * m
+    elif mode != "reflect":
+        raise ValueError(f"unknown sampling border mode {mode!r}")
+    grid = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], -1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,19 +338,13 @@ def motion_kernel_shifts(radius: int, sigma: float, angle_deg: float, h: int, w:
 def motion_blur_batch(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
     """Blur each image of ``N x C x H x W`` along its own angle (edge pixels repeat, like the original shift)."""
     n, c, h, w = x.shape
-    taps = [motion_kernel_shifts(radius, sigma, float(a), h, w) for a in angles_deg.tolist()]
     out = torch.zeros_like(x)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    for i in range(max(len(t) for t in taps)):
-        weight = torch.tensor([t[i][0] if i < len(t) else 0.0 for t in taps], device=x.device, dtype=x.dtype)
-        dy = torch.tensor([t[i][1] if i < len(t) else 0 for t in taps], device=x.device)
-        dx = torch.tensor([t[i][2] if i < len(t) else 0 for t in taps], device=x.device)
-        ri = (rows.view(1, h) - dy.view(n, 1)).clamp(0, h - 1)  # n x h
-        ci = (cols.view(1, w) - dx.view(n, 1)).clamp(0, w - 1)  # n x w
-        idx = (ri.view(n, h, 1) * w + ci.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
-        shifted = torch.gather(x.reshape(n, c, h * w), 2, idx).view(n, c, h, w)
-        out = out + weight.view(n, 1, 1, 1) * shifted
+    for i, angle in enumerate(angles_deg.tolist()):
+        taps = motion_kernel_shifts(radius, sigma, float(angle), h, w)
+        p = max(max(abs(dy), abs(dx)) for _, dy, dx in taps)
+        xp = pad_axis(pad_axis(x[i], -2, p, p, "nearest"), -1, p, p, "nearest")
+        for weight, dy, dx in taps:  # shifted[r, c] = x[clamp(r - dy), clamp(c - dx)]
+            out[i] += weight * xp[:, p - dy : p - dy + h, p - dx : p - dx + w]
     return out
 
 
@@ -444,4 +429,4 @@ def pil_box_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``PIL.Image.resize(size, Image.BOX)`` on ``N x C x H x W`` floats (no 8-bit rounding)."""
     mh = pil_box_matrix(x.shape[-2], size[0]).to(device=x.device, dtype=x.dtype)
     mw = pil_box_matrix(x.shape[-1], size[1]).to(device=x.device, dtype=x.dtype)
-    return torch.einsum("oh,nchw,pw->ncop", mh, x, mw)
+    return torch.matmul(torch.matmul(mh, x), mw.T)

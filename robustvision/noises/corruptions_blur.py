@@ -66,7 +66,7 @@ class GlassBlur(Corruption):
     ``np.random.randint(-delta, delta)``; note the asymmetric range). The original meant to swap the two
     pixels, but its tuple assignment of numpy views copies ``x[h', w']`` into ``x[h, w]`` and then writes that
     same value back to ``x[h', w']``: a copy, not a swap. ImageNet-C was generated that way, so we keep it.
-    The copies run on an index array in plain Python, once per image, and the pixels are gathered once.
+    The copy chains are resolved in parallel (:func:`glass_permutation`) and the pixels gathered once.
     """
 
     table = {
@@ -89,17 +89,41 @@ class GlassBlur(Corruption):
         n, c, h, w = images.shape
         # the original stores the first blur as uint8 (truncating), then shuffles those bytes
         x = torch.floor(gaussian_filter(images, sigma) * 255) / 255
-        positions = _shuffle_positions(h, w, delta)
-        offsets = params["offsets"].cpu()
-        flat = x.reshape(n, c, h * w)
-        out = torch.empty_like(flat)
-        for i in range(n):
-            off = offsets[i].reshape(-1, 2)
-            pos = positions.repeat(offsets.shape[1])
-            targets = (pos + off[:, 1] * w + off[:, 0]).tolist()
-            perm = _apply_swaps(h * w, pos.tolist(), targets)
-            out[i] = flat[i][:, torch.as_tensor(perm, device=images.device)]
-        return gaussian_filter(out.view(n, c, h, w), sigma).clamp(0, 1)
+        perm = glass_permutation(params["offsets"].to(images.device), h, w, delta)
+        idx = perm.unsqueeze(1).expand(n, c, h * w)
+        shuffled = torch.gather(x.reshape(n, c, h * w), 2, idx).view(n, c, h, w)
+        return gaussian_filter(shuffled, sigma).clamp(0, 1)
+
+
+def glass_permutation(offsets: torch.Tensor, h: int, w: int, delta: int) -> torch.Tensor:
+    """Source index of every pixel after the original's sequential copy loop, for each image (``N x H*W``).
+
+    One pass writes each interior position ``p`` once, in decreasing raster order, with the current value at
+    ``q = p + dy * W + dx``. If ``q`` is interior and ``q > p`` it was already written in this pass, so ``p``
+    ends with whatever ``q`` ended with; otherwise ``p`` gets ``q``'s value from before the pass. Those links
+    point strictly upwards, so pointer jumping resolves every chain in O(log length) batched gathers: the
+    result equals the sequential loop exactly, with no Python loop over pixels.
+    """
+    n = offsets.shape[0]
+    dev = offsets.device
+    size = h * w
+    pos = _shuffle_positions(h, w, delta).to(dev)
+    interior = torch.zeros(size, dtype=torch.bool, device=dev)
+    interior[pos] = True
+    perm = torch.arange(size, device=dev).expand(n, size).contiguous()
+    for it in range(offsets.shape[1]):
+        q = pos.view(1, -1) + offsets[:, it, :, 1] * w + offsets[:, it, :, 0]  # n x steps
+        src = torch.arange(size, device=dev).expand(n, size).contiguous()
+        src[:, pos] = q
+        link = torch.arange(size, device=dev).expand(n, size).contiguous()
+        link[:, pos] = torch.where(interior[q] & (q > pos.view(1, -1)), q, pos.view(1, -1))
+        while True:
+            jumped = torch.gather(link, 1, link)
+            if torch.equal(jumped, link):
+                break
+            link = jumped
+        perm = torch.gather(perm, 1, torch.gather(src, 1, link))
+    return perm
 
 
 @functools.lru_cache(maxsize=16)
@@ -107,15 +131,6 @@ def _shuffle_positions(h: int, w: int, delta: int) -> torch.Tensor:
     rows = torch.arange(h - delta, delta, -1)
     cols = torch.arange(w - delta, delta, -1)
     return (rows.view(-1, 1) * w + cols.view(1, -1)).reshape(-1)
-
-
-def _apply_swaps(size: int, positions: list[int], targets: list[int]) -> list[int]:
-    # Each step depends on the ones before it, so this stays a sequential loop; on a list of ints it costs
-    # ~0.05 us per step instead of the original's ~10 us of numpy indexing and randint calls.
-    perm = list(range(size))
-    for p, q in zip(positions, targets, strict=True):
-        perm[p] = perm[q]
-    return perm
 
 
 @register_corruption("motion_blur", "blur")

@@ -22,11 +22,9 @@ from robustvision.noises.corruption_ops import (
     bilinear_sample,
     from_uint8_hwc,
     gaussian_filter,
-    hsv_to_rgb,
     pil_box_resize,
     rand,
     register_corruption,
-    rgb_to_hsv,
     to_uint8_hwc,
 )
 
@@ -177,9 +175,15 @@ class Saturate(Corruption):
     def apply(self, images, params, labels=None, model=None):
         scale, shift = self.constants(images.shape)
         x, grey = as_rgb(images)
-        hsv = rgb_to_hsv(x)
-        hsv = torch.stack([hsv[:, 0], (hsv[:, 1] * scale + shift).clamp(0, 1), hsv[:, 2]], 1)
-        out = hsv_to_rgb(hsv).clamp(0, 1)
+        # With hue and value fixed, each channel is v - v * s * w(hue): rescale its distance to the max by s'/s.
+        v = x.amax(1, keepdim=True)
+        delta = v - x.amin(1, keepdim=True)
+        s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+        s_new = (s * scale + shift).clamp(0, 1)
+        out = v - (v - x) * (s_new / torch.where(s > 0, s, torch.ones_like(s)))
+        # grey pixels have hue 0 (red) in skimage's rgb2hsv: red keeps v, green and blue drop to v (1 - s')
+        grey_px = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], 1)
+        out = torch.where(delta > 0, out, grey_px).clamp(0, 1)
         return out[:, :1] if grey else out
 
 

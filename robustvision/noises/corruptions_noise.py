@@ -63,7 +63,9 @@ class ShotNoise(Corruption):
 class ImpulseNoise(Corruption):
     """Salt-and-pepper noise: a share ``c`` of the values is set to 0 or 1 (half each), per channel.
 
-    Same draws as ``skimage.util.random_noise(mode='s&p')``: ``flip = u1 <= c``, ``salt = u2 <= 0.5``.
+    One uniform draw ``u`` per value: ``u <= c / 2`` is salt, ``c / 2 < u <= c`` pepper. This is the
+    distribution of ``skimage.util.random_noise(mode='s&p')``, which draws ``flip = u1 <= c`` and
+    ``salt = u2 <= 0.5`` separately; ``params['salt']`` (u2) may be given to replay those two draws exactly.
     """
 
     table = {
@@ -72,15 +74,14 @@ class ImpulseNoise(Corruption):
     }
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
-        shape = tuple(shape)
-        return {"flip": rand(shape, generator, torch.float64), "salt": rand(shape, generator, torch.float64)}
+        return {"flip": rand(tuple(shape), generator)}
 
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
-        flip = params["flip"].to(images.device) <= c
-        salt = params["salt"].to(images.device) <= 0.5
-        out = torch.where(flip & salt, torch.ones_like(images), images)
-        return torch.where(flip & ~salt, torch.zeros_like(images), out)
+        u = params["flip"].to(images.device)
+        flip = u <= c
+        salt = params["salt"].to(images.device) <= 0.5 if "salt" in params else u <= c / 2
+        return torch.where(flip, salt.to(images.dtype), images)
 
 
 @register_corruption("speckle_noise", "extra")

@@ -24,7 +24,6 @@ from robustvision.noises.corruption_ops import (
     as_rgb,
     clipped_zoom,
     gaussian_filter,
-    hsv_to_rgb,
     motion_blur_batch,
     next_power_of_2,
     plasma_draw_shapes,
@@ -33,7 +32,6 @@ from robustvision.noises.corruption_ops import (
     randn,
     register_corruption,
     rgb_to_gray,
-    rgb_to_hsv,
 )
 
 # Per-channel (R, G, B) mean and std of imagecorruptions' frost1.png ... frost5.jpg (the five the original uses).
@@ -170,9 +168,11 @@ class Brightness(Corruption):
         c = self.constants(images.shape)
         if images.shape[1] != 3:
             return (images + c).clamp(0, 1)
-        hsv = rgb_to_hsv(images)
-        hsv = torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + c).clamp(0, 1)], 1)
-        return hsv_to_rgb(hsv).clamp(0, 1)
+        # With hue and saturation fixed, HSV -> RGB is linear in the value: scale RGB by v' / v (black -> grey).
+        v = images.amax(1, keepdim=True)
+        v_new = (v + c).clamp(0, 1)
+        scaled = images * (v_new / torch.where(v > 0, v, torch.ones_like(v)))
+        return torch.where(v > 0, scaled, v_new.expand_as(images)).clamp(0, 1)
 
 
 @register_corruption("spatter", "extra")
