@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--severity", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated corruption names")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: imagecorruptions is single-threaded numpy)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (machine-load noise)")
     parser.add_argument("--quick", action="store_true", help="8 images")
     args = parser.parse_args()
