@@ -107,10 +107,6 @@ def test_system_noise_has_one_setting(name, bad):
         create_noise(name, severity=bad)
 
 
-def _change(name: str, severity: int, x: torch.Tensor) -> float:
-    return float((create_noise(name, severity=severity)(x, generator=gen(5)) - x).abs().mean())
-
-
 # Corruptions whose mean change grows strictly at every step of the 5 severities on these images; the others
 # (e.g. glass blur's CIFAR table lowers sigma from severity 3 to 4, saturate desaturates then saturates) only
 # have to differ at every step and be stronger at 5 than at 1.
@@ -130,11 +126,10 @@ MONOTONE = (
 
 
 @pytest.mark.parametrize("name", NATURAL)
-@pytest.mark.parametrize("side", [32, 64])
-def test_severity_changes_output_and_grows(name, side, photos32, photos64):
-    x = photos32 if side == 32 else photos64
-    changes = [_change(name, s, x) for s in range(1, 6)]
+def test_severity_changes_output_and_grows(name, photos32):
+    x = photos32
     outs = [create_noise(name, severity=s)(x, generator=gen(5)) for s in range(1, 6)]
+    changes = [float((out - x).abs().mean()) for out in outs]
     for s in range(4):
         assert not torch.equal(outs[s], outs[s + 1]), f"{name}: severities {s + 1} and {s + 2} give the same output"
     if name != "elastic_transform":

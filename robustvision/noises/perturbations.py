@@ -143,12 +143,14 @@ def _motion_blur(x, i, px, g):
     return motion_blur_batch(x, 10, 3, angles).clamp(0, 1)
 
 
-def _zoom_blur(x, i, px, g):
+def _zoom_blur_frames(x: torch.Tensor, frames: int, px: float, g: torch.Generator | None) -> torch.Tensor:
     # frame i: average of the image zoomed by 1, 1.004, ..., 1 + 0.004 i (the running average of the original)
     acc = x.clone()
-    for j in range(1, i + 1):
-        acc = acc + clipped_zoom(x, 1 + 0.004 * j)
-    return (acc / (i + 1)).clamp(0, 1)
+    out = [x.clone()]
+    for i in range(1, frames):
+        acc = acc + clipped_zoom(x, 1 + 0.004 * i)
+        out.append((acc / (i + 1)).clamp(0, 1))
+    return torch.stack(out)
 
 
 def _snow_frames(x: torch.Tensor, frames: int, px: float, g: torch.Generator | None) -> torch.Tensor:
@@ -179,7 +181,7 @@ PERTURBATIONS: dict[str, PerturbationSpec] = {
         PerturbationSpec("brightness", 31, False, _per_frame(_brightness)),
         PerturbationSpec("gaussian_blur", 31, False, _per_frame(_gaussian_blur)),
         PerturbationSpec("motion_blur", 31, False, _per_frame(_motion_blur)),
-        PerturbationSpec("zoom_blur", 31, False, _per_frame(_zoom_blur)),
+        PerturbationSpec("zoom_blur", 31, False, _zoom_blur_frames),
         PerturbationSpec("snow", 31, False, _snow_frames),
         PerturbationSpec("gaussian_noise", 31, True, _per_frame(_noise("gaussian_noise"))),
         PerturbationSpec("shot_noise", 31, True, _per_frame(_noise("shot_noise"))),
