@@ -317,3 +317,15 @@ def test_glass_permutation_equals_the_sequential_loop(delta, iterations, side):
             for p, (dx, dy) in zip(pos, offsets[i, it].tolist(), strict=True):
                 img[p] = img[p + dy * side + dx]  # the original's "swap" of numpy views copies one way
         assert fast[i].tolist() == img
+
+
+def test_precision_wraps_a_zoo_classifier(photos32):
+    from robustvision.models import create_model
+
+    model = create_model("lenet5", num_classes=10, image_size=32).eval()
+    ref = model(photos32)
+    for precision in ("fp16", "bf16", "int8"):
+        wrapped = create_noise(f"precision_{precision}").wrap(model)
+        assert wrapped.family == model.family and wrapped.arch == model.arch
+        out = wrapped(photos32)
+        assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=0.02, rtol=0.05), precision
