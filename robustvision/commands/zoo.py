@@ -105,13 +105,7 @@ def train(
     from robustvision.training.zoo_presets import ensure_zoo
 
     with user_errors():
-        import os
-
-        from robustvision.runtime import resolve_device
-
-        if jobs == 0:
-            jobs = 1 if resolve_device(device).type == "cuda" else max(1, min(2, os.cpu_count() or 1))
-        done = ensure_zoo(preset, device=device, progress=progress, retrain=retrain, only=only, jobs=jobs)
+        done = ensure_zoo(preset, device=device, progress=progress, retrain=retrain, only=only, jobs=jobs or None)
     table = Table(title=f"zoo preset {preset!r}")
     for col in ("model", "technique", "family", "clean acc", "train s", "checkpoint"):
         table.add_column(col)

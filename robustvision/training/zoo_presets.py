@@ -150,7 +150,7 @@ def ensure_zoo(
     progress: bool = True,
     retrain: bool = False,
     only: list[str] | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
 ) -> list[ZooCheckpoint]:
     """Train the members of ``preset`` that are not cached yet and return every member's checkpoint.
 
@@ -161,7 +161,8 @@ def ensure_zoo(
         retrain: train every member again, replacing the cache.
         only: restrict to members whose model name or ``model/technique`` label is listed.
         jobs: train this many members at once in worker processes with one CPU thread each (on CPU, small
-            models scale far better across processes than across threads).
+            models scale far better across processes than across threads); None: 2 on a CPU with 2+ cores,
+            1 on CUDA.
 
     Returns:
         ``[(model_name, technique, checkpoint_path), ...]`` in preset order.
@@ -171,6 +172,12 @@ def ensure_zoo(
         ...     model, card = load_checkpoint(path)
     """
     spec = preset if isinstance(preset, ZooPreset) else get_preset(preset)
+    if jobs is None:
+        import os
+
+        from robustvision.runtime import resolve_device
+
+        jobs = 1 if resolve_device(device).type == "cuda" else max(1, min(2, os.cpu_count() or 1))
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     members = list(spec.members)
