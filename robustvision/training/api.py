@@ -70,6 +70,7 @@ def train_classifier(
                 "dataset": getattr(train_set, "name", type(train_set).__name__),
                 "clean_accuracy": metrics["clean_accuracy"],
                 "test_loss": metrics["test_loss"],
+                "train_accuracy": metrics["train_accuracy"],
                 "epochs": metrics["epochs"],
                 "train_seconds": round(metrics["seconds"], 2),
                 "world_size": metrics["world_size"],
