@@ -6,7 +6,8 @@ The zoo is trained by the real CLI in a child process with a fresh temporary ROB
   machine may be shared: CPU time is the figure that survives contention, wall time is what a user waits);
 - each member's clean test accuracy and training seconds from its model card;
 - the peer: the same standard members trained by a bare PyTorch loop (same model, optimizer, schedule, epochs,
-  batches), measured in the same run, so the Trainer's overhead shows as a ratio.
+  batches, one thread as the zoo's workers), measured in the same run, so the Trainer's overhead shows as a ratio
+  (the zoo trains two members at once, so under contention the ratio is only indicative).
 
 Usage::
 
@@ -56,6 +57,7 @@ def bare_loop_seconds(model_name: str, model_kwargs: dict, config) -> tuple[floa
     from robustvision.data import create_dataset
     from robustvision.models import create_model
 
+    torch.set_num_threads(1)  # as the zoo's workers
     train = create_dataset("digits", split="train")
     test = create_dataset("digits", split="test")
     torch.manual_seed(config.seed)

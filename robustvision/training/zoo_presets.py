@@ -91,11 +91,11 @@ DEFAULT_PRESET = ZooPreset(
         ZooMember("lenet5", "pgd_at"),
         ZooMember("lenet5", "trades"),
         ZooMember("lenet5", "mixup"),
-        ZooMember("resnet18", model_kwargs={"channels": (16, 32, 64, 128)}, overrides={"epochs": 8}),
+        ZooMember("resnet18", model_kwargs={"channels": (16, 32, 64, 128)}, overrides={"epochs": 12}),
         ZooMember("vit_tiny", model_kwargs=_VIT, overrides={"epochs": 30, **_ADAMW}),
         ZooMember("deit_tiny", model_kwargs=_VIT, overrides={"epochs": 30, **_ADAMW}),
         ZooMember("mixer_tiny", model_kwargs=_MLP, overrides={"epochs": 20}),
-        ZooMember("resmlp_tiny", model_kwargs=_MLP, overrides={"epochs": 20}),
+        ZooMember("gmlp_tiny", model_kwargs=_MLP, overrides={"epochs": 20}),
     ),
 )
 PRESETS.add("default", lambda: DEFAULT_PRESET, description=DEFAULT_PRESET.description)
