@@ -5,9 +5,9 @@ The zoo is trained by the real CLI in a child process with a fresh temporary ROB
 - wall time, CPU time (user + sys) and peak RSS of the child, the machine's load average before and after (the
   machine may be shared: CPU time is the figure that survives contention, wall time is what a user waits);
 - each member's clean test accuracy and training seconds from its model card;
-- the peer: the same standard members trained by a bare PyTorch loop (same model, optimizer, schedule, epochs,
-  batches, one thread as the zoo's workers), measured in the same run, so the Trainer's overhead shows as a ratio
-  (the zoo trains two members at once, so under contention the ratio is only indicative).
+- the peer: two standard members trained by the Trainer and by a bare PyTorch loop (same model, optimizer,
+  schedule, epochs, batches; one thread), back to back in this process, so the Trainer's overhead shows as a ratio
+  measured under the same load.
 
 Usage::
 
@@ -94,13 +94,53 @@ def bare_loop_seconds(model_name: str, model_kwargs: dict, config) -> tuple[floa
     return time.perf_counter() - start, acc
 
 
+def trainer_seconds(member, config) -> tuple[float, float]:
+    """Train ``member`` with the package's Trainer, one thread; returns (seconds of training + final evaluation,
+    test accuracy). Data set and model construction are outside the timing, as for the bare loop."""
+    import torch
+
+    from robustvision.data import create_dataset
+    from robustvision.models import create_model
+    from robustvision.training import train_classifier
+
+    torch.set_num_threads(1)
+    train = create_dataset("digits", split="train")
+    test = create_dataset("digits", split="test")
+    torch.manual_seed(config.seed)
+    model = create_model(member.model, image_size=32, **member.model_kwargs)
+    start = time.perf_counter()
+    metrics = train_classifier(model, train, test, config.replace(progress=False, device="cpu"), member.technique)
+    return time.perf_counter() - start, metrics["clean_accuracy"]
+
+
+def peer(only_models: tuple[str, ...] = ("lenet5", "mixer_tiny")) -> None:
+    """Trainer vs a bare loop on the same standard members, back to back in this process (same load)."""
+    from robustvision.training.zoo_presets import DEFAULT_PRESET, member_config
+
+    print("  peer: Trainer vs a bare PyTorch loop, same member and recipe, back to back in this process, 1 thread")
+    print(f"  {'model':12s} {'Trainer s':>9s} {'bare s':>8s} {'ratio':>6s} {'Trainer acc':>11s} {'bare acc':>8s}")
+    for member in DEFAULT_PRESET.members:
+        if member.model not in only_models or member.technique != "standard":
+            continue
+        config = member_config(DEFAULT_PRESET, member)
+        t_trainer, acc_trainer = trainer_seconds(member, config)
+        t_bare, acc_bare = bare_loop_seconds(member.model, member.model_kwargs, config)
+        print(
+            f"  {member.model:12s} {t_trainer:9.1f} {t_bare:8.1f} {t_trainer / t_bare:6.2f} "
+            f"{acc_trainer:11.4f} {acc_bare:8.4f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="train two members only (lenet5, mixer_tiny)")
     parser.add_argument("--no-peer", action="store_true", help="skip the bare-loop peer")
+    parser.add_argument("--peer-only", action="store_true", help="only the Trainer-vs-bare-loop comparison")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from robustvision.training.zoo_presets import DEFAULT_PRESET, member_config
+    if args.peer_only:
+        peer()
+        return
 
     only = ["lenet5/standard", "mixer_tiny"] if args.quick else []
     load_before = os.getloadavg()
@@ -122,18 +162,8 @@ def main() -> None:
             f"  {card['arch']:12s} {card['technique']:16s} {card['family']:12s} "
             f"{card['clean_accuracy']:9.4f} {card['train_seconds']:8.1f}"
         )
-    if args.no_peer:
-        return
-    print("  peer: the same standard member trained by a bare PyTorch loop, in this run")
-    print(f"  {'model':12s} {'Trainer s':>9s} {'bare s':>8s} {'ratio':>6s} {'bare acc':>8s}")
-    by_arch = {(c["arch"], c["technique"]): c for c in rows}
-    for member in DEFAULT_PRESET.members:
-        card = by_arch.get((member.model, member.technique))
-        if member.model not in ("lenet5", "mixer_tiny") or member.technique != "standard" or card is None:
-            continue
-        seconds, acc = bare_loop_seconds(member.model, member.model_kwargs, member_config(DEFAULT_PRESET, member))
-        ratio = card["train_seconds"] / seconds
-        print(f"  {member.model:12s} {card['train_seconds']:9.1f} {seconds:8.1f} {ratio:6.2f} {acc:8.4f}")
+    if not args.no_peer:
+        peer()
 
 
 if __name__ == "__main__":

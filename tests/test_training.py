@@ -273,3 +273,16 @@ def test_default_zoo_reaches_90_percent():
     for name, technique, path in ensure_zoo("default", device="cpu", progress=False):
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["clean_accuracy"] >= 0.9, (name, technique, card["clean_accuracy"])
+
+
+def test_random_translate_is_a_zero_filled_shift():
+    import torch.nn.functional as F
+
+    from robustvision.training.techniques import random_translate
+
+    x = torch.rand(6, 3, 8, 8)
+    out = random_translate(x, 2, torch.Generator().manual_seed(0))
+    offsets = torch.randint(0, 5, (6, 2), generator=torch.Generator().manual_seed(0)).tolist()
+    padded = F.pad(x, (2, 2, 2, 2))
+    expected = torch.stack([padded[i, :, dy : dy + 8, dx : dx + 8] for i, (dy, dx) in enumerate(offsets)])
+    assert torch.equal(out, expected)

@@ -135,8 +135,13 @@ def random_translate(images: torch.Tensor, pixels: int, generator: torch.Generat
         return images
     n, _, h, w = images.shape
     padded = F.pad(images, (pixels, pixels, pixels, pixels))
-    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator).tolist()
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=generator).to(images.device)
+    # One gather over the flattened padded images: index of output pixel (y, x) is (y + dy) * W + (x + dx).
+    width = w + 2 * pixels
+    grid = (torch.arange(h, device=images.device)[:, None] * width + torch.arange(w, device=images.device)).view(1, -1)
+    index = grid + offsets[:, :1] * width + offsets[:, 1:]
+    flat = padded.flatten(2).gather(2, index[:, None, :].expand(-1, images.shape[1], -1))
+    return flat.view_as(images)
 
 
 def mixup(images: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
