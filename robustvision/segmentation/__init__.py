@@ -1,0 +1,1 @@
+"""Segmentation: interactive segmentation (EdgeFlow, ``interactive``) and domain adaptation (``uda``)."""
