@@ -22,7 +22,7 @@ def train(
     steps: int = typer.Option(1000, help="Optimisation steps."),
     batch_size: int = typer.Option(8, help="Samples per step."),
     crop: int = typer.Option(160, help="Square training crop side."),
-    lr: float = typer.Option(5e-4, help="Adam learning rate (cosine decay)."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (cosine decay)."),
     seed: int = typer.Option(0, help="Seed of the run."),
     width: int = typer.Option(8, help="Backbone width (18 = HRNet-W18 branch widths)."),
     max_next_clicks: int = typer.Option(3, help="Most simulated iterative clicks per batch (RITM: 3)."),

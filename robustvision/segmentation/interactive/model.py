@@ -54,6 +54,9 @@ class EdgeFlowConfig:
         fine_stride: FineNet runs at ``1 / fine_stride`` of the input resolution (EdgeFlow: 1; 2 quarters its
             cost, which dominates a small model's per-click time on a CPU).
         edge_flow: EdgeFlow (True) or the RITM-style ablation (False).
+        maps_scale_init: initial value of the interaction encoder's learnable scale. EdgeFlow/RITM use 0.05 so
+            the clicks do not disturb an ImageNet-pretrained stem; trained from scratch (no weight downloads
+            here) 0.05 starves the backbone of the click signal, so the default is 1.0.
     """
 
     width: int = 8
@@ -64,6 +67,7 @@ class EdgeFlowConfig:
     fine_channels: int = 8
     fine_stride: int = 2
     edge_flow: bool = True
+    maps_scale_init: float = 1.0
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -258,7 +262,7 @@ class EdgeFlowNet(nn.Module):
         self.maps_transform = nn.Sequential(
             nn.Conv2d(3, 16, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, s, 3, stride=2, padding=1)
         )
-        self.maps_scale = nn.Parameter(torch.tensor(0.05))
+        self.maps_scale = nn.Parameter(torch.tensor(float(cfg.maps_scale_init)))
         self.conv2 = conv_bn_relu(s, s, stride=2)
         self.layer1 = nn.Sequential(BasicBlock(s), BasicBlock(s))
         widths = [cfg.width * 2**i for i in range(cfg.num_branches)]

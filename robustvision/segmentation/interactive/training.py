@@ -57,7 +57,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 8
     crop: int = 160
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup: int = 50
     max_next_clicks: int = 3
     edge_weight: float = 1.0
