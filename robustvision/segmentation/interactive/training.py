@@ -71,8 +71,10 @@ class TrainConfig:
     model: EdgeFlowConfig = field(default_factory=EdgeFlowConfig)
 
 
-#: Inference settings written into the card: the zoom-in crop is resized near the training scale.
-DEFAULT_INFERENCE = {"target_size": 192, "max_side": 256, "min_crop": 100, "zoom_in": True, "skip_clicks": 1}
+#: Inference settings written into the card; ``target_size`` and ``max_side`` are set to the training crop so
+#: the network sees objects at the scale it learned (192/256 with 128-px training crops gave IoU@1 0.08 on
+#: GrabCut against 0.22 at 128 on the first 5 images).
+DEFAULT_INFERENCE = {"min_crop": 100, "zoom_in": True, "skip_clicks": 1}
 
 
 def boundary_band(mask: torch.Tensor, width: int = 1) -> torch.Tensor:
@@ -240,7 +242,7 @@ def train_edgeflow(
         "train_data": _describe(data),
         "final_running": {k: round(v, 4) for k, v in running.items()},
         "history": history,
-        "inference": dict(DEFAULT_INFERENCE),
+        "inference": {**DEFAULT_INFERENCE, "target_size": cfg.crop, "max_side": cfg.crop},
         "command": "robustvision iseg train " + " ".join(_cli_args(cfg)),
     }
     save_edgeflow(net.cpu(), out_path, card)
