@@ -76,8 +76,15 @@ def run_method(method: str, opts: dict) -> dict:
     seed_everything(opts["seed"])  # the same backbone initialisation for every method
     model = build_model(cfg, num_classes=10, in_chans=1, image_size=28)
     t0 = time.time()
-    history = train_defense(model, train_set, cfg, val_set=test_set)
+    every = max(1, -(-len(train_set) // opts["batch_size"]))  # one line per epoch
+
+    def progress(step: int, total: int, stats: dict) -> None:
+        if step % every == 0 or step == total:
+            print(f"[{method}] step {step}/{total} loss {stats['loss']:.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+    history = train_defense(model, train_set, cfg, val_set=test_set, callback=progress)
     train_s = time.time() - t0
+    print(f"[{method}] trained in {train_s:.0f} s; evaluating", flush=True)
     if opts["out_dir"]:
         save_defense(model, Path(opts["out_dir"]) / f"mnist_{method}.safetensors", cfg, history, info)
     images, labels = test_set.tensors()
