@@ -167,7 +167,7 @@ def main() -> None:
             f"{100 * pn['linf']:>8.1f}{100 * rep['union']:>8.1f}{e2e:>11}{r['train_seconds']:>9.0f}"
             f"{r['eval_seconds']:>8.0f}"
         )
-    print(f"(accuracy in % of {opts['n_eval']} held-out images; GBN rows include the branch-assignment attacks)")
+    print(f"(accuracy in % of {opts['n_eval']} held-out images; GBN rows include the adaptive attacks)")
     for r in results:
         rep = r["report"]
         if rep["gate_accuracy"]:
@@ -175,7 +175,8 @@ def main() -> None:
                 print(
                     f"{r['method']} gate accuracy {layer}: " + ", ".join(f"{d} {100 * a:.1f}%" for d, a in accs.items())
                 )
-            print(f"{r['method']} samples broken only by branch attacks: {rep['branch_broken']}")
+            print(f"{r['method']} samples broken only by branch-assignment attacks: {rep['branch_broken']}")
+            print(f"{r['method']} samples broken only by gate-steering attacks: {rep.get('gate_broken')}")
         if rep["skipped"]:
             print(f"{r['method']}: optional attacks not installed: {', '.join(rep['skipped'])}")
     by = {r["method"]: r["report"]["union"] for r in results}

@@ -72,9 +72,11 @@ def test_gbn_report_has_end_to_end_adaptive_and_gate_accuracy(data):
     gbn = _gbn(model)
     report = evaluate_robustness(gbn, x, y, BUDGETS, QUICK, adaptive=True)
     assert report.is_gbn
-    # 3 end-to-end attacks + 3 norms x 4 branches.
-    assert len(report.per_attack) == 3 + 3 * 4
+    # 3 end-to-end attacks + 3 norms x 4 routed branches + 3 norms x 4 gate-steering targets.
+    assert len(report.per_attack) == 3 + 3 * 4 + 3 * 4
+    assert [a["mode"] for a in report.per_attack] == ["end-to-end"] * 3 + ["branch"] * 12 + ["gate"] * 12
     assert [a["branch"] for a in report.per_attack[3:7]] == ["clean", "l1", "l2", "linf"]
+    assert set(report.branch_broken) == set(report.gate_broken) == {"linf", "l2", "l1"}
     for p in report.per_norm:
         assert report.per_norm[p] <= report.e2e_per_norm[p]
     assert report.union <= report.e2e_union
@@ -84,6 +86,31 @@ def test_gbn_report_has_end_to_end_adaptive_and_gate_accuracy(data):
     assert "union" in format_report(report)
     no_adaptive = evaluate_robustness(gbn, x, y, BUDGETS, QUICK, adaptive=False)
     assert len(no_adaptive.per_attack) == 3 and no_adaptive.branch_broken is None
+    branch_only = evaluate_robustness(gbn, x, y, BUDGETS, QUICK, adaptive_modes=("branch",))
+    assert len(branch_only.per_attack) == 15 and branch_only.gate_broken is None
+    with pytest.raises(ValueError, match="unknown adaptive attack modes"):
+        evaluate_robustness(gbn, x, y, BUDGETS, QUICK, adaptive_modes=("eot",))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_gate_steering_attack_stays_in_ball_and_moves_the_gate(data, norm):
+    from robustvision.defenses.attacks import GateSteeringPGD
+    from robustvision.noises.adversarial import lp_norm
+
+    model, x, y = data
+    gbn = _gbn(model)
+    attack = GateSteeringPGD(gbn, norm=norm, eps=BUDGETS[norm], domain="l2", steps=10, weight=100.0)
+    adv = attack(x, y, generator=torch.Generator().manual_seed(0))
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (lp_norm(adv - x, norm) <= BUDGETS[norm] * (1 + 1e-4) + 1e-5).all()
+
+    def mean_l2_weight(images):
+        with torch.no_grad():
+            gbn(images)
+        return sum(torch.softmax(m.last_gate_logits, 1)[:, 2].mean() for m in (gbn.net.bn1, gbn.net.bn2))
+
+    assert mean_l2_weight(adv) > mean_l2_weight(x)
+    assert not gbn.training and gbn.net.bn1.route is None
 
 
 def test_gate_accuracy_counts_the_gates_argmax(data):

@@ -16,14 +16,14 @@ functions, and restored by the registered attack class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustvision.noises.adversarial import Attack, clip_to_box_and_ball, project, random_start
+from robustvision.noises.adversarial import Attack, attack_mode, clip_to_box_and_ball, project, random_start
 from robustvision.noises.base import NOISES, NoiseKind
 
 NORMS: tuple[str, ...] = ("l1", "l2", "linf")
@@ -72,12 +72,18 @@ def _draw_k(k_range: Sequence[int], generator: torch.Generator | None) -> int:
     return int(torch.randint(lo, hi + 1, (1,), generator=generator))
 
 
-def _input_grad(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ce_loss(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The default objective: summed cross-entropy of the model's logits."""
+    return F.cross_entropy(model(adv), labels, reduction="sum")
+
+
+def _input_grad(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn = ce_loss) -> torch.Tensor:
     adv = adv.detach().requires_grad_(True)
-    logits = model(adv)
-    loss = F.cross_entropy(logits, labels, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, adv)
-    return grad, logits.detach()
+    (grad,) = torch.autograd.grad(loss_fn(model, adv, labels), adv)
+    return grad
 
 
 def lp_pgd(
@@ -93,6 +99,7 @@ def lp_pgd(
     k_range: Sequence[int] = DEFAULT_L1_K_RANGE,
     gap: float = DEFAULT_L1_GAP,
     generator: torch.Generator | None = None,
+    loss_fn: LossFn = ce_loss,
 ) -> torch.Tensor:
     """One PGD run under ``norm`` on the model as it is (the caller sets eval mode / the GBN route).
 
@@ -105,6 +112,7 @@ def lp_pgd(
         k_range: l1 only: ``k`` is drawn uniformly from this inclusive range once per run.
         gap: l1 only: distance to a box bound under which an outward coordinate is frozen.
         generator: draws ``k``.
+        loss_fn: the objective to ascend, ``(model, adv, labels) -> scalar`` (default: summed cross-entropy).
 
     Returns:
         Adversarial images, detached, inside the box and the ball. Shape ``N x C x H x W``.
@@ -114,7 +122,7 @@ def lp_pgd(
     k = _draw_k(k_range, generator) if norm == "l1" else 0
     adv = images.clone() if start is None else clip_to_box_and_ball(images, images + start, norm, eps)
     for _ in range(int(steps)):
-        grad, _ = _input_grad(model, adv, labels)
+        grad = _input_grad(model, adv, labels, loss_fn)
         adv = clip_to_box_and_ball(images, adv + ascent_step(grad, adv, norm, alpha, k, gap), norm, eps)
     return adv.detach()
 
@@ -157,7 +165,7 @@ def msd_perturb(
     best = images.clone()
     best_loss = torch.full((images.shape[0],), float("-inf"), device=images.device)
     for _ in range(int(steps)):
-        grad, _ = _input_grad(model, images + delta, labels)
+        grad = _input_grad(model, images + delta, labels)
         cand_delta, cand_loss = [], []
         for norm, eps in budgets.items():
             d = project(delta + ascent_step(grad, images + delta, norm, alphas[norm], k, gap), norm, eps)
@@ -260,3 +268,79 @@ class TopKL1PGD(Attack):
 
 if "pgd_l1_topk" not in NOISES:
     NOISES.add("pgd_l1_topk", TopKL1PGD, kind=NoiseKind.ADVERSARIAL, norm="l1")
+
+
+class GateSteeringPGD:
+    """Adaptive attack on GBN: PGD on the gated mixture's cross-entropy plus ``weight`` times the log gate weight of a
+    chosen branch, summed over GBN layers, so the example both fools the classifier and drives every gate to that
+    branch (e.g. the clean branch, whose statistics were never trained against perturbations).
+
+    Args:
+        model: a model with GBN layers (evaluated in eval mode, on the soft mixture).
+        norm, eps: threat model.
+        domain: the branch to steer the gates to.
+        steps, restarts: PGD iterations and extra random restarts (the worst case per sample is kept).
+        weight: weight of the gate term against the summed cross-entropy.
+
+    Shape: ``N x C x H x W`` in [0, 1] -> same, inside the ``norm`` ball of radius ``eps``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str,
+        eps: float,
+        domain: str,
+        steps: int = 50,
+        restarts: int = 0,
+        weight: float = 1.0,
+        k_range: Sequence[int] = DEFAULT_L1_K_RANGE,
+        gap: float = DEFAULT_L1_GAP,
+    ) -> None:
+        from robustvision.defenses.gbn import gbn_layers
+
+        self.layers = [m for _, m in gbn_layers(model)]
+        if not self.layers:
+            raise ValueError("the gate-steering attack needs a model with GatedBatchNorm layers")
+        self.model = model
+        self.norm = check_norm(norm)
+        self.eps = float(eps)
+        self.branch = self.layers[0].domain_index(domain)
+        self.steps, self.restarts, self.weight = int(steps), int(restarts), float(weight)
+        self.k_range, self.gap = tuple(k_range), float(gap)
+
+    def loss(self, model: nn.Module, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(model(adv), labels, reduction="sum")
+        steer = sum(F.log_softmax(m.last_gate_logits, dim=1)[:, self.branch].sum() for m in self.layers)
+        return ce + self.weight * steer
+
+    def __call__(self, images, labels=None, model=None, *, generator=None) -> torch.Tensor:
+        model = model if model is not None else self.model
+        best = images.clone()
+        best_score = torch.full((images.shape[0],), float("-inf"), device=images.device)
+        with attack_mode(model):
+            for r in range(1 + self.restarts):
+                start = None
+                if r > 0 or self.norm != "l1":  # l1's first run starts at the image, as the top-k PGD does
+                    start = random_start(images.shape, self.norm, self.eps, generator).to(images.device)
+                adv = lp_pgd(
+                    model,
+                    images,
+                    labels,
+                    norm=self.norm,
+                    eps=self.eps,
+                    steps=self.steps,
+                    start=start,
+                    k_range=self.k_range,
+                    gap=self.gap,
+                    generator=generator,
+                    loss_fn=self.loss,
+                )
+                with torch.no_grad():
+                    logits = model(adv)
+                    score = F.cross_entropy(logits, labels, reduction="none") + 1e6 * (logits.argmax(1) != labels)
+                better = score > best_score
+                best[better] = adv[better]
+                best_score = torch.where(better, score, best_score)
+        return best

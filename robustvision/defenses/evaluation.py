@@ -10,8 +10,10 @@ Protocol (MSD's, which GBN follows; notes/gbn.md section 6):
 - **Adaptive attacks on GBN** (so the defense is not credited for gradient masking through the gate):
   ``end-to-end``: every attack runs on the whole gated mixture in eval mode, gradients flowing through the gate;
   ``branch``: every attack also runs against each branch assignment (the model hard-routed through branch ``k``),
-  and the example is then judged by the full gated model. A sample is robust only if it survives both. The report
-  gives the end-to-end numbers and the adaptive (worst-of-both) numbers.
+  and the example is then judged by the full gated model; ``gate``: PGD on the gated mixture's loss plus the log
+  weight every gate gives one branch, for each branch (the example must fool the classifier *and* drive the gates
+  to, e.g., the clean branch). A sample is robust only if it survives all of them. The report gives the end-to-end
+  numbers and the adaptive (worst-case) numbers.
 - **Gate accuracy**: how often each GBN layer's gate puts most weight on the right domain, on clean test images and
   on the end-to-end adversarial examples of the first attack of each norm.
 
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 import robustvision.defenses.attacks  # noqa: F401  (registers pgd_l1_topk)
-from robustvision.defenses.attacks import NORMS, check_norm
+from robustvision.defenses.attacks import NORMS, GateSteeringPGD, check_norm
 from robustvision.defenses.gbn import gbn_layers, route_domain
 from robustvision.noises.adversarial import lp_norm
 from robustvision.noises.base import NOISES
@@ -54,6 +56,9 @@ class AttackSpec:
     def label(self) -> str:
         args = ",".join(f"{k}={v}" for k, v in self.kwargs.items())
         return f"{self.name}({args})" if args else self.name
+
+
+ADAPTIVE_MODES: tuple[str, ...] = ("branch", "gate")
 
 
 def _spec(norm: str, name: str, optional: bool = False, **kwargs: Any) -> AttackSpec:
@@ -133,6 +138,7 @@ class RobustnessReport:
         per_attack: cumulative accuracy within each norm after each attack, in order (e2e then branch).
         e2e_per_norm / e2e_union: GBN only: the end-to-end attacks alone.
         branch_broken: GBN only: per norm, samples the branch-assignment attacks broke that survived end to end.
+        gate_broken: GBN only: per norm, samples the gate-steering attacks broke that survived everything before.
         gate_accuracy: GBN only: ``{layer: {domain: accuracy}}``.
         skipped: optional attacks absent from this installation.
     """
@@ -147,6 +153,7 @@ class RobustnessReport:
     e2e_per_norm: dict[str, float] | None = None
     e2e_union: float | None = None
     branch_broken: dict[str, int] | None = None
+    gate_broken: dict[str, int] | None = None
     gate_accuracy: dict[str, dict[str, float]] | None = None
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -196,7 +203,9 @@ def evaluate_robustness(
     attacks: Sequence[AttackSpec],
     *,
     adaptive: bool = True,
+    adaptive_modes: Sequence[str] = ADAPTIVE_MODES,
     branch_attacks: str = "first",
+    gate_weight: float = 1.0,
     batch_size: int = 250,
     seed: int = 0,
     callback: Callable[[str], None] | None = None,
@@ -208,8 +217,11 @@ def evaluate_robustness(
         images, labels: the evaluation set (``N x C x H x W`` in [0, 1], int64), on the model's device.
         budgets: eps per norm; every norm with an attack needs one.
         attacks: the attack list (see :func:`attack_list`); each norm in it is evaluated.
-        adaptive: GBN only: also attack every branch assignment (see module docs).
+        adaptive: GBN only: also run the adaptive attacks of ``adaptive_modes`` (see module docs).
+        adaptive_modes: ``branch`` (attack each hard-routed branch) and/or ``gate`` (steer every gate to each
+            branch while maximising the loss of the gated mixture; steps and restarts of the norm's first attack).
         branch_attacks: ``first`` (the first attack of each norm against each branch) or ``all``.
+        gate_weight: weight of the gate term of the gate-steering attack.
         batch_size: attack batch size.
         seed: seeds every attack's randomness per (attack, norm, branch, batch).
         callback: receives a short text before each attack (progress).
@@ -223,6 +235,9 @@ def evaluate_robustness(
     """
     if branch_attacks not in ("first", "all"):
         raise ValueError(f"branch_attacks must be 'first' or 'all', got {branch_attacks!r}")
+    unknown_modes = [m for m in adaptive_modes if m not in ADAPTIVE_MODES]
+    if unknown_modes:
+        raise ValueError(f"unknown adaptive attack modes {unknown_modes}; expected a subset of {ADAPTIVE_MODES}")
     start = time.time()
     usable, skipped = _resolve(attacks)
     norms = list(dict.fromkeys(s.norm for s in usable))
@@ -241,30 +256,44 @@ def evaluate_robustness(
     first_spec = {p: next(s for s in usable if s.norm == p) for p in norms}
     first_adv: dict[str, list[torch.Tensor]] = {p: [] for p in norms}  # gate accuracy on these
 
-    def run(spec: AttackSpec, route: str | None) -> int:
+    def run(spec: AttackSpec, route: str | None, steer: str | None = None) -> int:
         eps = float(budgets[spec.norm])
         idx = robust[spec.norm].nonzero().squeeze(1)
+        if steer is not None:
+            label = f"gate_steer_{spec.norm}(steps={spec.kwargs.get('steps', 50)},to={steer})"
+            attack = GateSteeringPGD(
+                model,
+                norm=spec.norm,
+                eps=eps,
+                domain=steer,
+                steps=int(spec.kwargs.get("steps", 50)),
+                restarts=int(spec.kwargs.get("restarts", 0)),
+                weight=gate_weight,
+            )
+        else:
+            label = spec.label()
+            attack = NOISES.create(spec.name, model=model, eps=eps, **dict(spec.kwargs))
         if callback is not None:
-            callback(f"{spec.norm} {spec.label()}" + (f" on branch {route}" if route else "") + f" ({len(idx)})")
-        attack = NOISES.create(spec.name, model=model, eps=eps, **dict(spec.kwargs))
+            callback(f"{spec.norm} {label}" + (f" on branch {route}" if route else "") + f" ({len(idx)})")
         broken = 0
         for b in range(0, len(idx), batch_size):
             sel = idx[b : b + batch_size]
             x, y = images[sel], labels[sel]
-            g = make_generator(seed, "gbn-eval", spec.norm, spec.label(), route, b)
+            g = make_generator(seed, "gbn-eval", spec.norm, label, route, b)
             with route_domain(model, route) if route is not None else contextlib.nullcontext():
                 adv = attack(x, y, generator=g)
-            _check_inside(adv, x, spec.norm, eps, spec.name)
+            _check_inside(adv, x, spec.norm, eps, label)
             wrong = predict(model, adv) != y  # always judged by the full (gated) model
             robust[spec.norm][sel[wrong]] = False
             broken += int(wrong.sum())
-            if is_gbn and route is None and spec is first_spec[spec.norm]:
+            if is_gbn and route is None and steer is None and spec is first_spec[spec.norm]:
                 first_adv[spec.norm].append(adv)
         per_attack.append(
             {
                 "norm": spec.norm,
-                "attack": spec.label(),
-                "branch": route,
+                "attack": label,
+                "branch": route or steer,
+                "mode": "branch" if route else "gate" if steer else "end-to-end",
                 "broken": broken,
                 "accuracy_after": _frac(robust[spec.norm]),
             }
@@ -274,14 +303,19 @@ def evaluate_robustness(
     for spec in usable:
         run(spec, None)
     e2e = {p: robust[p].clone() for p in norms}
-    branch_broken = None
-    if is_gbn and adaptive:
+    branch_broken = gate_broken = None
+    if is_gbn and adaptive and "branch" in adaptive_modes:
         branch_broken = {p: 0 for p in norms}
         for p in norms:
             specs = [s for s in usable if s.norm == p]
             for spec in specs[:1] if branch_attacks == "first" else specs:
                 for d in domains:
                     branch_broken[p] += run(spec, d)
+    if is_gbn and adaptive and "gate" in adaptive_modes:
+        gate_broken = {p: 0 for p in norms}
+        for p in norms:
+            for d in domains:
+                gate_broken[p] += run(first_spec[p], None, steer=d)
     union = torch.stack([robust[p] for p in norms]).all(dim=0)
     report = RobustnessReport(
         n=len(labels),
@@ -297,6 +331,7 @@ def evaluate_robustness(
         report.e2e_per_norm = {p: _frac(e2e[p]) for p in norms}
         report.e2e_union = _frac(torch.stack([e2e[p] for p in norms]).all(dim=0))
         report.branch_broken = branch_broken
+        report.gate_broken = gate_broken
         report.gate_accuracy = gate_accuracy(
             model, {"clean": images, **{p: torch.cat(v) for p, v in first_adv.items() if v}}
         )
@@ -338,6 +373,9 @@ def format_report(report: RobustnessReport) -> str:
         lines.append(f"{p:>5} eps={report.budgets[p]:g}: {100 * acc:.1f}%{e2e}")
     e2e_u = f"  (end-to-end only {100 * report.e2e_union:.1f}%)" if report.e2e_union is not None else ""
     lines.append(f"union: {100 * report.union:.1f}%{e2e_u}")
+    for mode, counts in (("branch-assignment", report.branch_broken), ("gate-steering", report.gate_broken)):
+        if counts is not None:
+            lines.append(f"broken only by {mode} attacks: " + ", ".join(f"{p} {c}" for p, c in counts.items()))
     if report.gate_accuracy:
         for layer, accs in report.gate_accuracy.items():
             lines.append(f"gate {layer}: " + ", ".join(f"{d} {100 * a:.1f}%" for d, a in accs.items()))

@@ -106,7 +106,7 @@ class GatedBatchNorm(nn.Module):
         route: index of the branch every sample goes through, or None for the gated mixture.
         gate_override: fixed ``N x K`` (or ``K``) gate weights replacing the gate's softmax (tests, attacks).
         last_gate_logits: the gate's logits from the latest routed forward in training mode (for the domain loss),
-            or, detached, from the latest mixture forward (for gate accuracy).
+            or from the latest mixture forward (gate accuracy, gate-steering attacks).
     """
 
     bn_class: type[nn.modules.batchnorm._BatchNorm] = nn.BatchNorm2d
@@ -188,7 +188,8 @@ class GatedBatchNorm(nn.Module):
             w = self.gate_override.to(device=x.device, dtype=x.dtype)
             return w.expand(x.shape[0], -1) if w.dim() == 1 else w
         logits = self.gate_logits(x)
-        self.last_gate_logits = logits.detach()
+        # Kept with its graph so adaptive attacks can steer the gate (detach it yourself to keep it around).
+        self.last_gate_logits = logits
         return torch.softmax(logits, dim=1)
 
     def check_input(self, x: torch.Tensor) -> None:
