@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 SETTINGS = {
     "quick": {"epochs": 1, "attack_steps": 3, "n_train": 2000, "n_eval": 200, "preset": "quick"},
     "full": {"epochs": 6, "attack_steps": 10, "n_train": 8000, "n_eval": 1000, "preset": "bench"},
+    # What fits a heavily shared 2-core machine: the full split, fewer epochs/steps, fewer evaluation images.
+    "medium": {"epochs": 2, "attack_steps": 5, "n_train": 8000, "n_eval": 300, "preset": "bench"},
 }
 
 
@@ -37,13 +39,17 @@ def bench_attacks():
     """The full run's attack list: PGD with a restart per norm (+ MIM), plus APGD wherever it is installed."""
     from robustvision.defenses.evaluation import AttackSpec
 
+    # The first attack of each norm is also the one the GBN adaptive attacks (branch, gate-steering) run.
     return [
-        AttackSpec("linf", "pgd_linf", {"steps": 50, "restarts": 1}),
+        AttackSpec("linf", "pgd_linf", {"steps": 40}),
+        AttackSpec("linf", "pgd_linf", {"steps": 40, "restarts": 1, "rel_stepsize": 0.05}),
         AttackSpec("linf", "apgd_ce", {"steps": 50}, optional=True),
         AttackSpec("linf", "mim_linf", {"steps": 20}),
-        AttackSpec("l2", "pgd_l2", {"steps": 50, "restarts": 1}),
+        AttackSpec("l2", "pgd_l2", {"steps": 40}),
+        AttackSpec("l2", "pgd_l2", {"steps": 40, "restarts": 1, "rel_stepsize": 0.05}),
         AttackSpec("l2", "apgd_l2", {"steps": 50}, optional=True),
-        AttackSpec("l1", "pgd_l1_topk", {"steps": 50, "restarts": 1}),
+        AttackSpec("l1", "pgd_l1_topk", {"steps": 40}),
+        AttackSpec("l1", "pgd_l1_topk", {"steps": 40, "restarts": 1, "rel_stepsize": 0.05}),
         AttackSpec("l1", "apgd_l1", {"steps": 50}, optional=True),
     ]
 
@@ -103,6 +109,7 @@ def run_method(method: str, opts: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke settings (see SETTINGS)")
+    parser.add_argument("--medium", action="store_true", help="reduced settings for a loaded machine (see SETTINGS)")
     parser.add_argument("--root", default=None, help="MNIST folder (default: <shared data>/mnist)")
     parser.add_argument("--methods", default="gbn,avg,max,msd")
     parser.add_argument("--epochs", type=int, default=None)
@@ -126,7 +133,7 @@ def main() -> None:
         if shared is None:
             parser.error("no --root given and ../shared/data not found (set ROBUSTVISION_SHARED_DATA)")
         root = str(shared / "mnist")
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "medium" if args.medium else "full"
     opts = dict(SETTINGS[mode])
     for key in ("epochs", "attack_steps", "n_train", "n_eval"):
         if getattr(args, key) is not None:
