@@ -92,7 +92,8 @@ def run_method(method: str, opts: dict) -> dict:
     train_s = time.time() - t0
     print(f"[{method}] trained in {train_s:.0f} s; evaluating", flush=True)
     if opts["out_dir"]:
-        save_defense(model, Path(opts["out_dir"]) / f"mnist_{method}.safetensors", cfg, history, info)
+        path = Path(opts["out_dir"]) / f"mnist_{method}.safetensors"
+        save_defense(model, path, cfg, history, info, extra={"root": str(opts["root"])})
     images, labels = test_set.tensors()
     images, labels = images[: opts["n_eval"]].to(model.mean.device), labels[: opts["n_eval"]].to(model.mean.device)
     specs = bench_attacks() if opts["preset"] == "bench" else attack_list(opts["preset"])

@@ -38,16 +38,12 @@ def _eps(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    )
+def _progress(counted: bool = True) -> Progress:
+    columns = [TextColumn("{task.description}")]
+    if counted:
+        columns += [BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn()]
+    columns += [TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
+    return Progress(*columns, console=console)
 
 
 def train(
@@ -180,7 +176,7 @@ def evaluate(
         specs = attack_list(preset, [parse_attack(a) for a in attack], _csv(norms))
         images, labels = test_set.tensors()
         images, labels = images[:n].to(dev), labels[:n].to(dev)
-        with _progress() as bar:
+        with _progress(counted=False) as bar:
             task = bar.add_task("attacks", total=None, info="")
             report = evaluate_robustness(
                 model,
