@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from robustvision.segmentation.uda import GTA5, BENCHMARK_CLASSES, Cityscapes, PhotoFolder, generate_streets
+from robustvision.segmentation.uda import BENCHMARK_CLASSES, GTA5, Cityscapes, PhotoFolder, generate_streets
 from robustvision.segmentation.uda.specs import open_domain
 
 

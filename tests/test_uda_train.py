@@ -12,7 +12,7 @@ from robustvision.commands.adapt import app
 from robustvision.segmentation.uda import AdaptConfig, adapt, generate_streets, load_adapted, save_adapted
 from robustvision.segmentation.uda.evaluate import evaluate_segmenter
 
-SIZE = (32, 64)
+SIZE = (24, 48)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_cli_train_bare_and_evaluate(tmp_path, monkeypatch):
     monkeypatch.setattr("robustvision.segmentation.uda.specs.SYNTHETIC_SIZES", {"source": 8, "target": 8, "eval": 4})
     runner = CliRunner()
     ckpt = tmp_path / "c.safetensors"
-    args = ["--iters", "3", "--batch-size", "2", "--image-size", "32x64", "--out", str(ckpt)]
+    args = ["--iters", "3", "--batch-size", "2", "--image-size", "24x48", "--out", str(ckpt)]
     res = runner.invoke(app, ["--method", "cfcontra", *args])  # bare `robustvision adapt --method ...`
     assert res.exit_code == 0, res.output
     assert "mIoU" in res.output and "memory bank: 2 x 19 x 64" in res.output and ckpt.exists()

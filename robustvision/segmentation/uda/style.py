@@ -30,8 +30,9 @@ def fda_source_to_target(source: torch.Tensor, target: torch.Tensor, beta: float
         1.0
     """
     if source.shape[1:] != target.shape[1:]:
-        raise ValueError(f"FDA needs source and target of the same C x H x W, got {tuple(source.shape)} and "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"FDA needs source and target of the same C x H x W, got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     if not 0.0 <= beta <= 0.5:
         raise ValueError(f"beta must lie in [0, 0.5], got {beta}")
     h, w = source.shape[-2:]
