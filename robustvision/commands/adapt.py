@@ -99,8 +99,8 @@ def _train(
     if init is not None:
         model, card, _, _ = load_adapted(init, device)
         cfg.arch = card["arch"]
+    tgt = open_domain(target, "target", size, seed=seed)  # first: a bad target folder fails before generation
     src = open_domain(source, "source", size, seed=seed)
-    tgt = open_domain(target, "target", size, seed=seed)
     if eval_target is None and not target.startswith("photos:"):
         eval_target = target
     ev = open_domain(eval_target, "eval", size, seed=seed) if eval_target else None
