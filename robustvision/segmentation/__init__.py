@@ -1,1 +1,1 @@
-"""Segmentation: interactive segmentation (EdgeFlow, ``interactive``) and domain adaptation (``uda``)."""
+"""Semantic and interactive segmentation: ``interactive`` (click-based annotation) and ``uda`` (domain adaptation)."""
