@@ -258,7 +258,7 @@ def render(view: ViewCache, texture, background: torch.Tensor) -> torch.Tensor:
     flat = view.static.reshape(3, s * s)
     if texture is not None and view.paint_pix.numel():
         colors = texture.sample(view.paint_slot, view.paint_bary) * view.paint_shade
-        flat = flat.to(colors.dtype).index_put((slice(None), view.paint_pix), colors.T)
+        flat = flat.to(colors.dtype).index_copy(1, view.paint_pix, colors.T)
     car = flat.view(1, 3, s, s)
     if view.supersample > 1:
         car = F.avg_pool2d(car, view.supersample)
