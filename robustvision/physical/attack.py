@@ -174,7 +174,7 @@ def optimize_texture(
             opt.step()
             with torch.no_grad():
                 p_car = F.softmax(logits, 1)[:, list(config.car_classes)].sum(1).mean()
-            row = {k: float(v) for k, v in losses.items()} | {"total": float(total), "p_car": float(p_car)}
+            row = {k: float(v.detach()) for k, v in losses.items()} | {"total": float(total.detach()), "p_car": float(p_car)}
             history.append(row)
             if progress is not None:
                 progress(step, row)

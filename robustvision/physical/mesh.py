@@ -77,7 +77,10 @@ class Mesh:
         if ids.numel() == 0:
             raise ValueError("the paintable face list is empty")
         if int(ids.min()) < 0 or int(ids.max()) >= self.num_faces:
-            raise ValueError(f"paintable face ids must lie in [0, {self.num_faces - 1}], got {int(ids.min())}..{int(ids.max())}")
+            raise ValueError(
+                f"paintable face ids are out of range: they must lie in [0, {self.num_faces - 1}], "
+                f"got {int(ids.min())}..{int(ids.max())}"
+            )
         mask = torch.zeros(self.num_faces, dtype=torch.bool)
         mask[ids] = True
         return replace(self, paintable=mask)

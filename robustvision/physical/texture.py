@@ -63,6 +63,9 @@ class CubeTexture(nn.Module):
         """``(P, T, T, T, 3)`` colours in [0, 1]."""
         return 0.5 * (torch.tanh(self.param) + 1)
 
+    def forward(self, slot: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+        return self.sample(slot, bary)
+
     def sample(self, slot: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
         """Trilinear lookup over the 8 texels around ``bary * (T - 1)`` of each face's cube."""
         t = self.size
@@ -105,7 +108,11 @@ class UVTexture(nn.Module):
         """``(3, H, W)`` atlas in [0, 1]."""
         return 0.5 * (torch.tanh(self.param[0]) + 1)
 
+    def forward(self, slot: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+        return self.sample(slot, bary)
+
     def sample(self, slot: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+        """Bilinear atlas lookup at the barycentric interpolation of the face's corner UVs."""
         atlas = 0.5 * (torch.tanh(self.param) + 1)
         uv = (bary.to(atlas.dtype)[:, :, None] * self.paint_uv[slot].to(atlas.dtype)).sum(1)
         grid = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2], 1).view(1, 1, -1, 2)

@@ -91,11 +91,11 @@ def train_classifier(
                 opt.step()
                 sched.step()
                 step += 1
-                loss_sum += float(loss) * len(idx)
+                loss_sum += float(loss.detach()) * len(idx)
                 correct += float((logits.argmax(1) == y).sum())
                 seen += len(idx)
                 if progress is not None:
-                    progress(step, config.epochs * steps_per_epoch, float(loss))
+                    progress(step, config.epochs * steps_per_epoch, float(loss.detach()))
     finally:
         model.eval()
     return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
@@ -148,7 +148,7 @@ def train_detector(
                 opt.step()
                 sched.step()
                 step += 1
-                total = float(loss)
+                total = float(loss.detach())
                 if progress is not None:
                     progress(step, config.epochs * steps_per_epoch, total)
     finally:
