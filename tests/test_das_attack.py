@@ -10,7 +10,7 @@ from torch import nn
 
 from robustvision.physical.attack import AttackConfig, optimize_texture
 from robustvision.physical.attention import GradCAM, find_target_layer, tokens_to_grid
-from robustvision.physical.dataset import CarAssets, load_backgrounds, make_views, original_texture
+from robustvision.physical.dataset import CarAssets, make_views, original_texture
 from robustvision.physical.evaluation import average_precision, evaluate_texture, spectral_residual_saliency
 from robustvision.physical.losses import (
     attention_distraction_loss,
@@ -124,8 +124,17 @@ def test_classification_content_and_smooth_losses():
 def test_attack_lowers_its_loss_on_a_tiny_run(assets, views, mode, texture):
     vs, bgs = views
     model = TinyCNN().eval()
-    cfg = AttackConfig(mode=mode, steps=25, batch_size=6, lr=0.1, texture=texture, atlas_size=16,
-                       eot_background=0.0, eot_photometric=0.0, cam_layer="features.3")
+    cfg = AttackConfig(
+        mode=mode,
+        steps=25,
+        batch_size=6,
+        lr=0.1,
+        texture=texture,
+        atlas_size=16,
+        eot_background=0.0,
+        eot_photometric=0.0,
+        cam_layer="features.3",
+    )
     res = optimize_texture(model, assets, vs, cfg, backgrounds=bgs)
     first = sum(r["classification"] for r in res.history[:3]) / 3
     last = sum(r["classification"] for r in res.history[-3:]) / 3
@@ -157,17 +166,58 @@ def test_cli_end_to_end(tmp_path):
     from robustvision.commands.das import app
 
     r = CliRunner()
-    res = r.invoke(app, ["dataset", "--out", str(tmp_path), "--train-size", "24", "--test-size", "12",
-                         "--image-size", "32", "--procedural"])
+    res = r.invoke(
+        app,
+        [
+            "dataset",
+            "--out",
+            str(tmp_path),
+            "--train-size",
+            "24",
+            "--test-size",
+            "12",
+            "--image-size",
+            "32",
+            "--procedural",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = r.invoke(app, ["train", "--data", str(tmp_path), "--models", "das_resnet", "--epochs", "1"])
     assert res.exit_code == 0, res.output
     ckpt = tmp_path / "models" / "das_resnet.safetensors"
-    res = r.invoke(app, ["optimize", "--model", str(ckpt), "--out", str(tmp_path / "atk"), "--procedural",
-                         "--views", "4", "--steps", "2", "--batch-size", "2", "--eval-views", "4"])
+    res = r.invoke(
+        app,
+        [
+            "optimize",
+            "--model",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "atk"),
+            "--procedural",
+            "--views",
+            "4",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--eval-views",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "atk" / "metrics.json").read_text())
     assert "acc/das_resnet" in metrics["attacked"] and (tmp_path / "atk" / "index.html").is_file()
-    res = r.invoke(app, ["evaluate", "--texture", str(tmp_path / "atk" / "texture.pt"), "--procedural",
-                         "--models", f"{ckpt},{tmp_path / 'models' / 'detector.safetensors'}", "--views", "4"])
+    res = r.invoke(
+        app,
+        [
+            "evaluate",
+            "--texture",
+            str(tmp_path / "atk" / "texture.pt"),
+            "--procedural",
+            "--models",
+            f"{ckpt},{tmp_path / 'models' / 'detector.safetensors'}",
+            "--views",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output and "det_ap50" in res.output

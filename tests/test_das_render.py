@@ -9,7 +9,7 @@ import torch
 from robustvision.physical.camera import carla_camera, look_at_camera, sample_cameras, spherical_camera
 from robustvision.physical.mesh import Mesh, load_face_ids, load_mesh, make_procedural_car
 from robustvision.physical.renderer import EmptyViewError, build_view, rasterize, render
-from robustvision.physical.texture import CubeTexture, UVTexture, cube_from_image, create_texture
+from robustvision.physical.texture import CubeTexture, UVTexture, create_texture, cube_from_image
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_rasterize_matches_trimesh_ray_casting(car):
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     xs = ((cols + 0.5) - w / 2) / (w / 2) * t
     ys = (h / 2 - (rows + 0.5)) / (h / 2) * t
-    dirs = (f[None] + xs.reshape(-1, 1) * r[None] + ys.reshape(-1, 1) * u[None])
+    dirs = f[None] + xs.reshape(-1, 1) * r[None] + ys.reshape(-1, 1) * u[None]
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     origins = np.repeat(np.asarray(cam.eye)[None], len(dirs), 0)
     intersector = trimesh.ray.ray_triangle.RayMeshIntersector(tm)
@@ -44,7 +44,7 @@ def test_rasterize_matches_trimesh_ray_casting(car):
     ref_face = np.full(h * w, -1)
     best = np.full(h * w, np.inf)
     dist = np.linalg.norm(locs - origins[ray_idx], axis=1)
-    for d, ri, ti in zip(dist, ray_idx, tri_idx):
+    for d, ri, ti in zip(dist, ray_idx, tri_idx, strict=False):
         if d < best[ri]:
             best[ri], ref_face[ri] = d, ti
     ours = np.full(h * w, -1)

@@ -47,8 +47,15 @@ def dataset(
         for split, n, s in (("train", train_size, seed), ("test", test_size, seed + 1)):
             with Progress(console=console) as bar:
                 task = bar.add_task(f"rendering {split}", total=n)
-                data = render_car_dataset(assets, n, image_size, seed=s, backgrounds=bgs, random_paint=random_paint,
-                                          progress=lambda i: bar.advance(task))
+                data = render_car_dataset(
+                    assets,
+                    n,
+                    image_size,
+                    seed=s,
+                    backgrounds=bgs,
+                    random_paint=random_paint,
+                    progress=lambda i, t=task: bar.advance(t),
+                )
             data["meta"] = {"mesh": assets.name, "image_size": image_size, "seed": s}
             torch.save(data, out / f"{split}.pt")
         console.print(f"wrote {out / 'train.pt'} and {out / 'test.pt'} ({assets.name})")
@@ -82,8 +89,13 @@ def train(
             model = build_classifier(name, 2, size)
             with Progress(console=console) as bar:
                 task = bar.add_task(f"training {name}", total=None)
-                stats = train_classifier(model, tr["images"], tr["labels"], cfg,
-                                         progress=lambda s, t, loss: bar.update(task, completed=s, total=t))
+                stats = train_classifier(
+                    model,
+                    tr["images"],
+                    tr["labels"],
+                    cfg,
+                    progress=lambda s, t, loss, k=task: bar.update(k, completed=s, total=t),
+                )
             model.cpu()
             acc = float((predict(model, te["images"]).argmax(1) == te["labels"]).float().mean())
             cars = te["labels"] == 1
@@ -91,9 +103,19 @@ def train(
             acc_orig = car_accuracy(model, te["images"][cars & ~te["painted"]])
             acc_rand = car_accuracy(model, te["images"][painted])
             row = {"test_acc": acc, "car_acc_original_paint": acc_orig, "car_acc_random_paint": acc_rand, **stats}
-            save_model(model, data / "models" / f"{name}.safetensors",
-                       {"kind": "classifier", "arch": name, "family": model.family, "num_classes": 2,
-                        "image_size": size, "classes": ["not_car", "car"], **row})
+            save_model(
+                model,
+                data / "models" / f"{name}.safetensors",
+                {
+                    "kind": "classifier",
+                    "arch": name,
+                    "family": model.family,
+                    "num_classes": 2,
+                    "image_size": size,
+                    "classes": ["not_car", "car"],
+                    **row,
+                },
+            )
             summary[name] = row
             console.print(f"{name}: test acc {acc:.3f}, car acc original {acc_orig:.3f} / random paint {acc_rand:.3f}")
         if detector:
@@ -101,16 +123,25 @@ def train(
             det = build_detector(size)
             with Progress(console=console) as bar:
                 task = bar.add_task("training detector", total=None)
-                train_detector(det, tr["images"], tr["labels"], tr["boxes"], cfg,
-                               progress=lambda s, t, loss: bar.update(task, completed=s, total=t))
+                train_detector(
+                    det,
+                    tr["images"],
+                    tr["labels"],
+                    tr["boxes"],
+                    cfg,
+                    progress=lambda s, t, loss, k=task: bar.update(k, completed=s, total=t),
+                )
             det.cpu()
             out = predict(det, te["images"])
             cars = te["labels"] == 1
             tp = torch.zeros(len(out), dtype=torch.bool)
             tp[cars] = box_iou(det.boxes(out[cars], size), te["boxes"][cars]) >= 0.5
             ap = average_precision(out[:, 0], tp, int(cars.sum()))
-            save_model(det, data / "models" / "detector.safetensors",
-                       {"kind": "detector", "arch": "das_detector", "image_size": size, "test_ap50": ap})
+            save_model(
+                det,
+                data / "models" / "detector.safetensors",
+                {"kind": "detector", "arch": "das_detector", "image_size": size, "test_ap50": ap},
+            )
             summary["detector"] = {"test_ap50": ap}
             console.print(f"detector: test AP@0.5 {ap:.3f}")
         (data / "models" / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -159,18 +190,30 @@ def optimize(
         train_views = make_views(assets.mesh, views, size, bgs, generator=torch.Generator().manual_seed(seed))
         test_views = make_views(assets.mesh, eval_views, size, bgs, generator=torch.Generator().manual_seed(seed + 1))
         dev = str(resolve_device(device))
-        cfg = AttackConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, texture=texture, seed=seed,
-                           device=dev)  # type: ignore[arg-type]
+        cfg = AttackConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, texture=texture, seed=seed, device=dev)  # type: ignore[arg-type]
         clf.to(dev)
         with Progress(console=console) as bar:
             task = bar.add_task(f"{mode} attack on {card['arch']}", total=steps)
-            result = optimize_texture(clf, assets, train_views, cfg, backgrounds=bgs,
-                                      progress=lambda s, row: bar.update(task, completed=s + 1))
+            result = optimize_texture(
+                clf,
+                assets,
+                train_views,
+                cfg,
+                backgrounds=bgs,
+                progress=lambda s, row: bar.update(task, completed=s + 1),
+            )
         clf.cpu()
         out.mkdir(parents=True, exist_ok=True)
         seed_tex = create_texture(texture, assets.mesh, _seed_init(assets, cfg), cube_size=cfg.cube_size)
-        torch.save({"kind": texture, "state": result.texture.state_dict(), "config": cfg.__dict__ | {"weights":
-                    cfg.weights.__dict__}, "mesh": assets.name}, out / "texture.pt")
+        torch.save(
+            {
+                "kind": texture,
+                "state": result.texture.state_dict(),
+                "config": cfg.__dict__ | {"weights": cfg.weights.__dict__},
+                "mesh": assets.name,
+            },
+            out / "texture.pt",
+        )
         metrics = {
             "model": card["arch"],
             "seconds_per_step": result.seconds_per_step,
@@ -181,8 +224,12 @@ def optimize(
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "history.json").write_text(json.dumps(result.history))
-        write_gallery(out, test_views, {"original": original_texture(assets.mesh), "seed": seed_tex,
-                                        mode: result.texture}, {card["arch"]: clf})
+        write_gallery(
+            out,
+            test_views,
+            {"original": original_texture(assets.mesh), "seed": seed_tex, mode: result.texture},
+            {card["arch"]: clf},
+        )
         console.print(json.dumps(metrics, indent=2))
 
 

@@ -20,9 +20,15 @@ from torch import nn
 
 from robustvision.physical.attention import GradCAM
 from robustvision.physical.dataset import CarAssets, ViewSet, random_background
-from robustvision.physical.losses import DASWeights, attention_distraction_loss, content_loss, not_target_loss, smooth_loss
+from robustvision.physical.losses import (
+    DASWeights,
+    attention_distraction_loss,
+    content_loss,
+    not_target_loss,
+    smooth_loss,
+)
 from robustvision.physical.renderer import render
-from robustvision.physical.texture import CubeTexture, UVTexture, cube_from_image, create_texture
+from robustvision.physical.texture import CubeTexture, UVTexture, create_texture, cube_from_image
 
 __all__ = ["AttackConfig", "AttackResult", "optimize_texture", "edge_mask_for"]
 
@@ -118,8 +124,11 @@ def optimize_texture(
     size = views.views[0].size
     g = torch.Generator().manual_seed(config.seed)
     mesh = assets.mesh
-    init = F.interpolate(assets.seed[None], size=(config.atlas_size,) * 2, mode="bilinear", align_corners=False)[0] \
-        if config.texture == "uv" else assets.seed
+    init = (
+        F.interpolate(assets.seed[None], size=(config.atlas_size,) * 2, mode="bilinear", align_corners=False)[0]
+        if config.texture == "uv"
+        else assets.seed
+    )
     texture = create_texture(config.texture, mesh, init, cube_size=config.cube_size).to(dev)
     seed_param = texture.param.detach().clone()
     edge = edge_mask_for(texture, assets.edge, mesh.paint_uv()).to(dev)
@@ -157,7 +166,9 @@ def optimize_texture(
             x = torch.stack(imgs)
             losses: dict[str, torch.Tensor] = {}
             if cam is not None:
-                cmap, logits = cam(x, target.expand(len(idx)), create_graph=True, detach_weights=config.detach_cam_weights)
+                cmap, logits = cam(
+                    x, target.expand(len(idx)), create_graph=True, detach_weights=config.detach_cam_weights
+                )
                 losses["attention"] = attention_distraction_loss(cmap)
             else:
                 logits = model(x)
@@ -174,7 +185,10 @@ def optimize_texture(
             opt.step()
             with torch.no_grad():
                 p_car = F.softmax(logits, 1)[:, list(config.car_classes)].sum(1).mean()
-            row = {k: float(v.detach()) for k, v in losses.items()} | {"total": float(total.detach()), "p_car": float(p_car)}
+            row = {k: float(v.detach()) for k, v in losses.items()} | {
+                "total": float(total.detach()),
+                "p_car": float(p_car),
+            }
             history.append(row)
             if progress is not None:
                 progress(step, row)

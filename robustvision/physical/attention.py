@@ -47,8 +47,11 @@ def find_target_layer(model: nn.Module, image_size: int, in_chans: int = 3) -> s
     hooks = []
     for name, mod in model.named_modules():
         if name:
-            hooks.append(mod.register_forward_hook(lambda m, i, o, n=name: seen.append((n, tuple(o.shape)))
-                                                   if isinstance(o, torch.Tensor) else None))
+            hooks.append(
+                mod.register_forward_hook(
+                    lambda m, i, o, n=name: seen.append((n, tuple(o.shape))) if isinstance(o, torch.Tensor) else None
+                )
+            )
     was = model.training
     model.eval()
     try:
@@ -94,7 +97,9 @@ class GradCAM:
         self.layer = layer or find_target_layer(model, image_size)
         if self.layer not in modules:
             close = [n for n in modules if self.layer.split(".")[-1] in n][:5]
-            raise ValueError(f"model has no layer {self.layer!r}" + (f"; close names: {', '.join(close)}" if close else ""))
+            raise ValueError(
+                f"model has no layer {self.layer!r}" + (f"; close names: {', '.join(close)}" if close else "")
+            )
         self.module = modules[self.layer]
         self.prefix = _prefix_tokens(model) if num_prefix_tokens is None else num_prefix_tokens
 
@@ -139,7 +144,9 @@ class GradCAM:
         return cam, logits
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str | None = None, **kw) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: str | None = None, **kw
+) -> torch.Tensor:
     """Functional form of :class:`GradCAM`: the ``(N, h, w)`` maps only."""
     create_graph = kw.pop("create_graph", True)
     detach_weights = kw.pop("detach_weights", False)

@@ -83,7 +83,7 @@ def spherical_camera(
         raise ValueError(f"camera distance must be positive, got {distance}")
     el, az = math.radians(elevation), math.radians(azimuth)
     offset = (distance * math.cos(el) * math.cos(az), distance * math.cos(el) * math.sin(az), distance * math.sin(el))
-    eye = tuple(a + o for a, o in zip(at, offset))
+    eye = tuple(a + o for a, o in zip(at, offset, strict=False))
     return look_at_camera(eye, at, (0.0, 0.0, 1.0), fov)
 
 

@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from robustvision.physical.camera import Camera, sample_cameras
-from robustvision.physical.mesh import DISTRACTOR_SHAPES, Mesh, load_face_ids, load_mesh, make_distractor, make_procedural_car
+from robustvision.physical.mesh import (
+    DISTRACTOR_SHAPES,
+    Mesh,
+    load_face_ids,
+    load_mesh,
+    make_distractor,
+    make_procedural_car,
+)
 from robustvision.physical.renderer import ViewCache, build_view, render
 from robustvision.physical.texture import CubeTexture, load_image, random_cube_colors
 from robustvision.runtime import shared_data_dir
@@ -134,7 +141,15 @@ def load_backgrounds(root: str | Path | None = None, *, max_side: int = 512) -> 
         return images
     from skimage import data
 
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left"):
+    for name in (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "motorcycle_left",
+    ):
         try:
             arr = getattr(data, name)()
         except Exception:  # some skimage photos are fetched on demand; only the shipped ones are used
@@ -146,7 +161,9 @@ def load_backgrounds(root: str | Path | None = None, *, max_side: int = 512) -> 
     return images
 
 
-def random_background(images: list[torch.Tensor], size: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_background(
+    images: list[torch.Tensor], size: int, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A random square crop (30-100% of the short side), random flip, resized to ``size``."""
     g = generator
     img = images[int(torch.randint(len(images), (1,), generator=g))]
@@ -204,8 +221,9 @@ def make_views(
         tries += 1
         if tries > 20 * max(n, 1):
             raise ValueError(f"could not find {n} views showing at least {min_paint} painted pixels")
-        cam = sample_cameras(1, distance=r["distance"], elevation=r["elevation"], azimuth=r["azimuth"],
-                             fov=r["fov"], generator=generator)[0]
+        cam = sample_cameras(
+            1, distance=r["distance"], elevation=r["elevation"], azimuth=r["azimuth"], fov=r["fov"], generator=generator
+        )[0]
         view = build_view(mesh, cam, size, supersample=supersample)
         if view.paint_pix.numel() < min_paint:
             continue
@@ -217,7 +235,7 @@ def make_views(
 
 def render_views(viewset: ViewSet, texture) -> torch.Tensor:
     """``(N, 3, S, S)`` images of every view painted with ``texture``."""
-    return torch.stack([render(v, texture, bg) for v, bg in zip(viewset.views, viewset.backgrounds)])
+    return torch.stack([render(v, texture, bg) for v, bg in zip(viewset.views, viewset.backgrounds, strict=False)])
 
 
 def _photometric(img: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
@@ -262,8 +280,9 @@ def render_car_dataset(
     for i in range(n):
         bg = random_background(bgs, size, generator=g)
         u = float(torch.rand(1, generator=g))
-        cam = sample_cameras(1, distance=r["distance"], elevation=r["elevation"], azimuth=r["azimuth"],
-                             fov=r["fov"], generator=g)[0]
+        cam = sample_cameras(
+            1, distance=r["distance"], elevation=r["elevation"], azimuth=r["azimuth"], fov=r["fov"], generator=g
+        )[0]
         box = torch.zeros(4)
         rand = False
         if u < 0.5:

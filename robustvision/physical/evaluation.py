@@ -22,8 +22,14 @@ from robustvision.physical.dataset import ViewSet, render_views
 from robustvision.physical.targets import CarDetector
 from robustvision.physical.train import box_iou, predict
 
-__all__ = ["car_accuracy", "average_precision", "detector_ap", "spectral_residual_saliency", "naturalness",
-           "evaluate_texture"]
+__all__ = [
+    "car_accuracy",
+    "average_precision",
+    "detector_ap",
+    "spectral_residual_saliency",
+    "naturalness",
+    "evaluate_texture",
+]
 
 
 def car_accuracy(model: nn.Module, images: torch.Tensor, car_classes=(1,)) -> float:
@@ -50,8 +56,9 @@ def average_precision(scores: torch.Tensor, tp: torch.Tensor, num_gt: int) -> fl
     return float(((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]).sum())
 
 
-def detector_ap(det: CarDetector, car_images: torch.Tensor, car_boxes: torch.Tensor, negatives: torch.Tensor,
-                iou: float = 0.5) -> float:
+def detector_ap(
+    det: CarDetector, car_images: torch.Tensor, car_boxes: torch.Tensor, negatives: torch.Tensor, iou: float = 0.5
+) -> float:
     """AP@``iou`` of the one-box detector on car images (one box each) plus car-free ``negatives``."""
     out_pos = predict(det, car_images)
     out_neg = predict(det, negatives)
@@ -88,7 +95,7 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 def naturalness(views: ViewSet, images: torch.Tensor, seed_images: torch.Tensor) -> dict[str, float]:
     """``seed_ssim``, ``saliency_ratio`` and the combined ``naturalness`` (module docstring) over the views."""
     ssims, ratios = [], []
-    for v, img, ref in zip(views.views, images, seed_images):
+    for v, img, ref in zip(views.views, images, seed_images, strict=False):
         x0, y0, x1, y1 = [int(round(float(t))) for t in v.box]
         x0, y0 = max(0, x0), max(0, y0)
         crop = (slice(None), slice(y0, max(y1, y0 + 1)), slice(x0, max(x1, x0 + 1)))

@@ -260,8 +260,9 @@ def normalize_nmr(mesh: Mesh) -> Mesh:
 def _box(lo, hi, subdiv: int):
     import trimesh
 
-    box = trimesh.creation.box(extents=np.subtract(hi, lo), transform=trimesh.transformations.translation_matrix(
-        np.add(lo, hi) / 2))
+    box = trimesh.creation.box(
+        extents=np.subtract(hi, lo), transform=trimesh.transformations.translation_matrix(np.add(lo, hi) / 2)
+    )
     for _ in range(subdiv):
         box = box.subdivide()
     return np.asarray(box.vertices), np.asarray(box.faces)

@@ -270,4 +270,4 @@ def render_batch(views: list[ViewCache], texture, backgrounds: torch.Tensor) -> 
     """Render several views: ``backgrounds`` is ``(N, 3, H, W)``; returns ``(N, 3, H, W)``."""
     if backgrounds.shape[0] != len(views):
         raise ValueError(f"need one background per view: {len(views)} views, {backgrounds.shape[0]} backgrounds")
-    return torch.stack([render(v, texture, bg) for v, bg in zip(views, backgrounds)])
+    return torch.stack([render(v, texture, bg) for v, bg in zip(views, backgrounds, strict=False)])

@@ -15,8 +15,13 @@ __all__ = ["write_gallery"]
 
 
 def write_gallery(
-    out: Path, views: ViewSet, textures: dict[str, nn.Module], classifiers: dict[str, nn.Module], *, limit: int = 16,
-    upscale: int = 3
+    out: Path,
+    views: ViewSet,
+    textures: dict[str, nn.Module],
+    classifiers: dict[str, nn.Module],
+    *,
+    limit: int = 16,
+    upscale: int = 3,
 ) -> Path:
     """Render up to ``limit`` views under each texture; write ``gallery/<texture>_<i>.png`` and ``index.html``.
 

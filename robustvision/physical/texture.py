@@ -128,7 +128,9 @@ def _cube_barys(t: int) -> torch.Tensor:
     return torch.where(s > 0, abc / s.clamp_min(1e-8), torch.full_like(abc, 1 / 3))
 
 
-def cube_from_image(image: torch.Tensor, paint_uv: torch.Tensor, size: int = 6, *, mode: str = "bilinear") -> torch.Tensor:
+def cube_from_image(
+    image: torch.Tensor, paint_uv: torch.Tensor, size: int = 6, *, mode: str = "bilinear"
+) -> torch.Tensor:
     """Project an image onto the painted faces' cubes through their UVs: ``(P, T, T, T, 3)``.
 
     Texel ``(a, b, c)`` takes the colour at barycentric point ``(a, b, c) / (a + b + c)``. This is how a seed

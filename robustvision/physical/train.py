@@ -48,7 +48,9 @@ def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_schedule
     )
 
 
-def _augment(x: torch.Tensor, boxes: torch.Tensor | None, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _augment(
+    x: torch.Tensor, boxes: torch.Tensor | None, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     flip = torch.rand(x.shape[0], generator=g) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
     if boxes is not None:
@@ -76,7 +78,7 @@ def train_classifier(
     step = 0
     loss_sum = correct = seen = 0.0
     try:
-        for epoch in range(config.epochs):
+        for _epoch in range(config.epochs):
             order = torch.randperm(len(images), generator=g)
             loss_sum = correct = seen = 0.0
             for i in range(0, len(order), config.batch_size):
