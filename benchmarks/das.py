@@ -26,6 +26,19 @@ from robustvision.physical.targets import load_model
 from robustvision.physical.texture import CubeTexture, create_texture, random_cube_colors
 
 
+def _attack_job(job: tuple) -> tuple[str, dict, float, float]:
+    """One texture optimisation in a worker process (attacks on different models run side by side)."""
+    data, name, mode, steps, batch_size, lr, seed, train_views, procedural, threads = job
+    torch.set_num_threads(threads)
+    model = load_model(data / "models" / f"{name}.safetensors")[0]
+    assets = load_car_assets(procedural=procedural)
+    bgs = load_backgrounds()
+    views = make_views(assets.mesh, train_views, model.image_size, bgs, generator=torch.Generator().manual_seed(seed))
+    cfg = AttackConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    res = optimize_texture(model, assets, views, cfg, backgrounds=bgs)
+    return f"{mode}@{name}", res.texture.state_dict(), res.seconds_per_step, res.history[-1]["p_car"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("runs/das"), help="folder with models/ from `das train`")
@@ -39,6 +52,7 @@ def main() -> None:
     ap.add_argument("--procedural", action="store_true", help="attack the generated car")
     ap.add_argument("--quick", action="store_true", help="12 views, 10 steps")
     ap.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    ap.add_argument("--jobs", type=int, default=1, help="attacks run in this many worker processes")
     args = ap.parse_args()
     if args.quick:
         args.views, args.train_views, args.steps = 12, 8, 10
@@ -52,10 +66,7 @@ def main() -> None:
     bgs = load_backgrounds()
     t0 = time.perf_counter()
     test_views = make_views(assets.mesh, args.views, size, bgs, generator=torch.Generator().manual_seed(7))
-    train_views = make_views(
-        assets.mesh, args.train_views, size, bgs, generator=torch.Generator().manual_seed(args.seed)
-    )
-    t_views = (time.perf_counter() - t0) / (args.views + args.train_views)
+    t_views = (time.perf_counter() - t0) / args.views
     seed_tex = create_texture("cube", assets.mesh, assets.seed)
     textures: dict[str, torch.nn.Module] = {
         "original": original_texture(assets.mesh),
@@ -63,17 +74,36 @@ def main() -> None:
         "seed": seed_tex,
     }
     step_time: dict[str, float] = {}
-    for name, model in classifiers.items():
-        for mode in ("naive", "das"):
-            cfg = AttackConfig(mode=mode, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-            res = optimize_texture(model, assets, train_views, cfg, backgrounds=bgs)
-            textures[f"{mode}@{name}"] = res.texture
-            step_time[f"{mode}@{name}"] = res.seconds_per_step
-            print(
-                f"optimised {mode}@{name}: {res.seconds_per_step:.3f} s/step, final p(car) "
-                f"{res.history[-1]['p_car']:.3f}",
-                flush=True,
-            )
+    jobs = [
+        (
+            args.data,
+            n,
+            mode,
+            args.steps,
+            args.batch_size,
+            args.lr,
+            args.seed,
+            args.train_views,
+            args.procedural,
+            max(1, torch.get_num_threads() // args.jobs),
+        )
+        for n in names
+        for mode in ("naive", "das")
+    ]
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_attack_job, jobs))
+    else:
+        results = [_attack_job(j) for j in jobs]
+    for key, state, sec, p_car in results:
+        tex = create_texture("cube", assets.mesh, assets.seed)
+        tex.load_state_dict(state)
+        textures[key] = tex.eval()
+        step_time[key] = sec
+        print(f"optimised {key}: {sec:.3f} s/step, final p(car) {p_car:.3f}", flush=True)
     rows = {
         t: evaluate_texture(tex, test_views, classifiers, detector=detector, seed_texture=seed_tex)
         for t, tex in textures.items()

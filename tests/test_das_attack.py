@@ -126,9 +126,9 @@ def test_attack_lowers_its_loss_on_a_tiny_run(assets, views, mode, texture):
     model = TinyCNN().eval()
     cfg = AttackConfig(
         mode=mode,
-        steps=25,
+        steps=12,
         batch_size=6,
-        lr=0.1,
+        lr=0.2,
         texture=texture,
         atlas_size=16,
         eot_background=0.0,

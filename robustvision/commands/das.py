@@ -156,7 +156,14 @@ def _load_split(folder: Path, split: str) -> dict:
 
 @app.command()
 def optimize(
-    model: str = typer.Option(..., help="Target classifier checkpoint (.safetensors from `das train`)."),
+    model: str = typer.Option(
+        ..., help="Target: a checkpoint from `das train`, or a zoo name such as timm:resnet50 (with --pretrained)."
+    ),
+    pretrained: bool = typer.Option(False, help="Zoo models: load the library's ImageNet weights (downloads)."),
+    image_size: int = typer.Option(224, help="Zoo models: input size."),
+    car_classes: str = typer.Option(
+        "", help="Comma-separated 'car' class ids (default: 1 for `das train` models, DAS's 7 ImageNet car classes)."
+    ),
     out: Path = typer.Option(Path("runs/das/attack"), help="Output folder."),
     mesh: str | None = typer.Option(None, help="Mesh file (default: the DAS Audi when present)."),
     faces: str | None = typer.Option(None, help="Paintable face ids, 1-based."),
@@ -179,12 +186,12 @@ def optimize(
         from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
         from robustvision.physical.evaluation import evaluate_texture
         from robustvision.physical.report import write_gallery
-        from robustvision.physical.targets import load_model
         from robustvision.physical.texture import create_texture
         from robustvision.runtime import resolve_device
 
-        clf, card = load_model(model)
+        clf, card = _target(model, pretrained, image_size)
         size = card["image_size"]
+        cars = tuple(int(c) for c in car_classes.split(",") if c.strip()) or tuple(card["car_classes"])
         assets = _assets(mesh, faces, seed_texture, edge, procedural)
         bgs = load_backgrounds()
         train_views = make_views(assets.mesh, views, size, bgs, generator=torch.Generator().manual_seed(seed))
@@ -218,9 +225,13 @@ def optimize(
             "model": card["arch"],
             "seconds_per_step": result.seconds_per_step,
             "final_losses": result.history[-1],
-            "original": evaluate_texture(original_texture(assets.mesh), test_views, {card["arch"]: clf}),
-            "seed": evaluate_texture(seed_tex, test_views, {card["arch"]: clf}),
-            "attacked": evaluate_texture(result.texture, test_views, {card["arch"]: clf}, seed_texture=seed_tex),
+            "original": evaluate_texture(
+                original_texture(assets.mesh), test_views, {card["arch"]: clf}, car_classes=cars
+            ),
+            "seed": evaluate_texture(seed_tex, test_views, {card["arch"]: clf}, car_classes=cars),
+            "attacked": evaluate_texture(
+                result.texture, test_views, {card["arch"]: clf}, seed_texture=seed_tex, car_classes=cars
+            ),
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "history.json").write_text(json.dumps(result.history))
@@ -229,8 +240,28 @@ def optimize(
             test_views,
             {"original": original_texture(assets.mesh), "seed": seed_tex, mode: result.texture},
             {card["arch"]: clf},
+            car_classes=cars,
         )
         console.print(json.dumps(metrics, indent=2))
+
+
+# DAS test.py: ImageNet cab, convertible, jeep, sports car, grille, racer, limousine
+DAS_IMAGENET_CAR_CLASSES = (468, 511, 609, 817, 581, 751, 627)
+
+
+def _target(model: str, pretrained: bool, image_size: int):
+    """A checkpoint written by `das train`, or a zoo model (ImageNet head) by name."""
+    from robustvision.physical.targets import load_model
+
+    if Path(model).suffix == ".safetensors" or Path(model).is_file():
+        clf, card = load_model(model)
+        return clf, card | {"car_classes": [1]}
+    try:
+        from robustvision.models import create_model
+    except ImportError as err:
+        raise ValueError(f"{model!r} is not a checkpoint file and the model zoo is not available") from err
+    clf = create_model(model, num_classes=1000, image_size=image_size, pretrained=pretrained).eval()
+    return clf, {"arch": model, "image_size": image_size, "car_classes": list(DAS_IMAGENET_CAR_CLASSES)}
 
 
 def _seed_init(assets, cfg):

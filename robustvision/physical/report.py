@@ -21,6 +21,7 @@ def write_gallery(
     classifiers: dict[str, nn.Module],
     *,
     limit: int = 16,
+    car_classes: tuple[int, ...] = (1,),
     upscale: int = 3,
 ) -> Path:
     """Render up to ``limit`` views under each texture; write ``gallery/<texture>_<i>.png`` and ``index.html``.
@@ -36,7 +37,7 @@ def write_gallery(
     for tname, tex in textures.items():
         with torch.no_grad():
             imgs = render_views(sub, tex)
-        probs = {m: torch.softmax(predict(clf, imgs), 1)[:, 1] for m, clf in classifiers.items()}
+        probs = {m: torch.softmax(predict(clf, imgs), 1)[:, list(car_classes)].sum(1) for m, clf in classifiers.items()}
         cells = []
         for i, img in enumerate(imgs):
             arr = (img.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
