@@ -28,13 +28,14 @@ from robustvision.physical.texture import CubeTexture, create_texture, random_cu
 
 def _attack_job(job: tuple) -> tuple[str, dict, float, float]:
     """One texture optimisation in a worker process (attacks on different models run side by side)."""
-    data, name, mode, steps, batch_size, lr, seed, train_views, procedural, threads = job
+    data, name, mode, steps, batch_size, lr, seed, train_views, procedural, faces, content, threads = job
     torch.set_num_threads(threads)
     model = load_model(data / "models" / f"{name}.safetensors")[0]
-    assets = load_car_assets(procedural=procedural)
+    assets = load_car_assets(faces=faces, procedural=procedural)
     bgs = load_backgrounds()
     views = make_views(assets.mesh, train_views, model.image_size, bgs, generator=torch.Generator().manual_seed(seed))
     cfg = AttackConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    cfg.weights.content = content
     res = optimize_texture(model, assets, views, cfg, backgrounds=bgs)
     return f"{mode}@{name}", res.texture.state_dict(), res.seconds_per_step, res.history[-1]["p_car"]
 
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--procedural", action="store_true", help="attack the generated car")
     ap.add_argument("--quick", action="store_true", help="12 views, 10 steps")
     ap.add_argument("--out", type=Path, default=None, help="write results JSON here")
+    ap.add_argument("--faces", default=None, help="paintable face list (default: DAS all_faces.txt)")
+    ap.add_argument("--content-weight", type=float, default=1e-4, help="lambda of the seed-content loss")
     ap.add_argument("--jobs", type=int, default=1, help="attacks run in this many worker processes")
     args = ap.parse_args()
     if args.quick:
@@ -62,7 +65,7 @@ def main() -> None:
     det_path = args.data / "models" / "detector.safetensors"
     detector = load_model(det_path)[0] if det_path.is_file() else None
     size = next(iter(classifiers.values())).image_size
-    assets = load_car_assets(procedural=args.procedural)
+    assets = load_car_assets(faces=args.faces, procedural=args.procedural)
     bgs = load_backgrounds()
     t0 = time.perf_counter()
     test_views = make_views(assets.mesh, args.views, size, bgs, generator=torch.Generator().manual_seed(7))
@@ -85,6 +88,8 @@ def main() -> None:
             args.seed,
             args.train_views,
             args.procedural,
+            args.faces,
+            args.content_weight,
             max(1, torch.get_num_threads() // args.jobs),
         )
         for n in names
