@@ -221,3 +221,33 @@ def test_cli_end_to_end(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output and "det_ap50" in res.output
+
+
+def test_car_dataset_and_target_checkpoints(assets, tmp_path):
+    from robustvision.physical.dataset import render_car_dataset
+    from robustvision.physical.targets import build_detector, load_model, save_model
+
+    bgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    a = render_car_dataset(assets, 12, 24, seed=3, backgrounds=bgs)
+    b = render_car_dataset(assets, 12, 24, seed=3, backgrounds=bgs)
+    assert torch.equal(a["images"], b["images"]) and a["images"].dtype == torch.uint8
+    cars = a["labels"] == 1
+    assert 0 < int(cars.sum()) < 12
+    box = a["boxes"][cars]
+    assert (box[:, 2] > box[:, 0]).all() and (box >= 0).all() and (box <= 24).all()
+    assert (a["boxes"][~cars] == 0).all() and not a["painted"][~cars].any()
+    model = build_classifier("das_mixer", 2, 32)
+    save_model(
+        model,
+        tmp_path / "m.safetensors",
+        {"kind": "classifier", "arch": "das_mixer", "num_classes": 2, "image_size": 32},
+    )
+    loaded, card = load_model(tmp_path / "m.safetensors")
+    x = torch.rand(2, 3, 32, 32)
+    assert card["arch"] == "das_mixer" and torch.allclose(loaded(x), model.eval()(x))
+    det = build_detector(32)
+    save_model(det, tmp_path / "d.safetensors", {"kind": "detector", "image_size": 32})
+    out = load_model(tmp_path / "d.safetensors")[0](x)
+    assert out.shape == (2, 5) and (out[:, 1:] >= 0).all() and (out[:, 1:] <= 1).all()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
