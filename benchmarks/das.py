@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write results JSON here")
     ap.add_argument("--faces", default=None, help="paintable face list (default: DAS all_faces.txt)")
     ap.add_argument("--content-weight", type=float, default=1e-4, help="lambda of the seed-content loss")
+    ap.add_argument("--attack-models", default=None, help="models to optimise textures on (default: all)")
     ap.add_argument("--jobs", type=int, default=1, help="attacks run in this many worker processes")
     args = ap.parse_args()
     if args.quick:
@@ -77,6 +78,7 @@ def main() -> None:
         "seed": seed_tex,
     }
     step_time: dict[str, float] = {}
+    attacked = [m.strip() for m in args.attack_models.split(",")] if args.attack_models else names
     jobs = [
         (
             args.data,
@@ -92,7 +94,7 @@ def main() -> None:
             args.content_weight,
             max(1, torch.get_num_threads() // args.jobs),
         )
-        for n in names
+        for n in attacked
         for mode in ("naive", "das")
     ]
     if args.jobs > 1:
@@ -131,7 +133,7 @@ def main() -> None:
     print(f"{'':<20}" + "".join(f"{n:>12}" for n in names))
     verdict = {}
     for mode in ("naive", "das"):
-        for a in names:
+        for a in attacked:
             r = rows[f"{mode}@{a}"]
             drops = {b: 100 * (rows["original"][f"acc/{b}"] - r[f"acc/{b}"]) for b in names}
             print(f"{mode + '@' + a:<20}" + "".join(f"{drops[b]:>12.1f}" for b in names))
