@@ -176,6 +176,8 @@ def optimize(
     steps: int = typer.Option(100, help="Optimisation steps."),
     batch_size: int = typer.Option(8, help="Views per step."),
     lr: float = typer.Option(0.05, help="Adam learning rate."),
+    content_weight: float = typer.Option(1e-4, help="lambda of the seed-content loss (DAS: 1e-4 for 309 faces)."),
+    cls_weight: float = typer.Option(1.0, help="Weight of the targeted 'not car' loss in DAS mode."),
     eval_views: int = typer.Option(32, help="Held-out views for metrics.json."),
     seed: int = typer.Option(2333, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
@@ -197,7 +199,18 @@ def optimize(
         train_views = make_views(assets.mesh, views, size, bgs, generator=torch.Generator().manual_seed(seed))
         test_views = make_views(assets.mesh, eval_views, size, bgs, generator=torch.Generator().manual_seed(seed + 1))
         dev = str(resolve_device(device))
-        cfg = AttackConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, texture=texture, seed=seed, device=dev)  # type: ignore[arg-type]
+        cfg = AttackConfig(
+            mode=mode,  # type: ignore[arg-type]
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            texture=texture,  # type: ignore[arg-type]
+            seed=seed,
+            device=dev,
+            car_classes=cars,
+        )
+        cfg.weights.content = content_weight
+        cfg.weights.classification = cls_weight
         clf.to(dev)
         with Progress(console=console) as bar:
             task = bar.add_task(f"{mode} attack on {card['arch']}", total=steps)
