@@ -1,0 +1,136 @@
+"""Checkpoints: safetensors weights plus a JSON model card beside them, rebuilt through the zoo factory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import robustvision
+from robustvision.models.wrappers import ImageClassifier
+
+CARD_SUFFIX = ".json"
+
+
+def git_commit() -> str | None:
+    """The git commit of the package's checkout, or None outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(robustvision.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def card_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(CARD_SUFFIX)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (a crash leaves the old file or the new one, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: ImageClassifier, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """Save ``model``'s weights to ``path`` (safetensors) and its model card to ``path`` with ``.json``.
+
+    The card always records the architecture, family, image size, channels, classes, package version and git
+    commit; ``card`` adds the rest (technique, data set, clean accuracy, config...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full_card = {
+        "arch": model.arch,
+        "family": model.family,
+        "num_classes": model.num_classes,
+        "image_size": model.image_size,
+        "in_chans": model.in_chans,
+        "mean": model.mean.flatten().tolist(),
+        "std": model.std.flatten().tolist(),
+        "robustvision_version": robustvision.__version__,
+        "git_commit": git_commit(),
+        **(card or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp, metadata={"arch": model.arch})
+    os.replace(tmp, path)
+    atomic_write_text(card_path(path), json.dumps(full_card, indent=2, default=str))
+    return path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The model card beside a checkpoint; a clear error when it is missing or not JSON."""
+    cpath = card_path(path)
+    if not cpath.is_file():
+        raise FileNotFoundError(f"model card {str(cpath)!r} not found beside checkpoint {str(path)!r}")
+    try:
+        return json.loads(cpath.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"model card {str(cpath)!r} is not valid JSON: {err}") from err
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict from safetensors, or from a ``torch.save`` file with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
+        raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt: {err}") from err
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {str(path)!r} does not hold a state dict")
+    return state
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", **model_kwargs: Any
+) -> tuple[ImageClassifier, dict[str, Any]]:
+    """Rebuild the zoo model named by the card beside ``path`` and load its weights (eval mode).
+
+    Returns:
+        ``(model, card)``.
+    """
+    from robustvision.models.zoo import create_model
+
+    card = read_card(path)
+    state = load_state(path)
+    kwargs = {**card.get("model_kwargs", {}), **model_kwargs}
+    model = create_model(
+        card["arch"],
+        num_classes=card["num_classes"],
+        image_size=card["image_size"],
+        in_chans=card.get("in_chans", 3),
+        mean=card.get("mean"),
+        std=card.get("std"),
+        **kwargs,
+    )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match architecture {card['arch']!r}: "
+            f"{len(missing)} missing and {len(unexpected)} unexpected tensors (e.g. {(missing + unexpected)[:3]})"
+        )
+    return model.to(device).eval(), card
