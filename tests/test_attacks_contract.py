@@ -43,6 +43,7 @@ FAST = {
     "square_linf": {"n_queries": 20},
     "autoattack_linf": {"apgd_steps": 3, "fab_steps": 3, "n_target_classes": 2, "square_queries": 10},
     "autoattack_l2": {"apgd_steps": 3, "fab_steps": 3, "n_target_classes": 2},
+    "cw_l2": {"steps": 5, "binary_search_steps": 2},
 }
 
 
@@ -67,7 +68,9 @@ def tiny_model():
 def test_every_adversarial_noise_is_covered():
     names = set(list_noises(kind="adversarial")) - {"transfer"}
     assert set(FAST) <= names
-    mine = {n for n in names if NOISES.meta(n).get("family") in {"gradient", "apgd", "fab", "square", "autoattack"}}
+    mine = {
+        n for n in names if NOISES.meta(n).get("family") in {"gradient", "apgd", "fab", "square", "autoattack", "cw"}
+    }
     assert mine == set(FAST), f"add the new attacks to FAST: {mine ^ set(FAST)}"
 
 

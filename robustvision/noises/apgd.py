@@ -335,7 +335,9 @@ class APGD(Attack):
                 break
             x, y = images[idx], labels[idx]
             if target_rank is None:
-                loss_fn: LossFn = functools.partial(F.cross_entropy, reduction="none") if self.loss == "ce" else dlr_loss
+                loss_fn: LossFn = (
+                    functools.partial(F.cross_entropy, reduction="none") if self.loss == "ce" else dlr_loss
+                )
             else:
                 targets = order[idx, -target_rank]
                 loss_fn = functools.partial(dlr_targeted_loss, targets=targets)
