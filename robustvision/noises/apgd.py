@@ -235,7 +235,7 @@ def apgd_with_schedule(
     iters.append(max(steps - sum(iters), 1))
     x_init = x + torch.randn(x.shape, generator=generator).to(x.device)
     # Only the last stage's points are inside the final budget: the larger ones only warm-start it.
-    for e, it in zip(epss, iters):
+    for e, it in zip(epss, iters, strict=True):
         x_init = (x + project_l1_box(x, x_init - x, e)).clamp(0, 1)
         x_init, robust, loss, x_adv = apgd_single_run(
             model, x, y, loss_fn, norm=norm, eps=e, steps=it, generator=generator, x_init=x_init

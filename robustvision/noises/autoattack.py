@@ -1,4 +1,4 @@
-"""AutoAttack, standard version (Croce & Hein, ICML 2020, arXiv:2003.01690), as fra31/auto-attack ``version='standard'``.
+"""AutoAttack, standard version (Croce & Hein, ICML 2020, arXiv:2003.01690), as fra31/auto-attack's ``standard``.
 
 Four attacks run in sequence, each only on the points every earlier one failed to break:
 

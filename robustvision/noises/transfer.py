@@ -6,7 +6,7 @@ checkpoint path loaded through :func:`robustvision.models.checkpoints.load_check
 attack; the model passed at call time, the target, is never queried while crafting.
 
 Example:
-    >>> noise = create_noise("transfer", source="runs/resnet18.safetensors", attack="pgd_linf", eps=8 / 255)  # doctest: +SKIP
+    >>> noise = create_noise("transfer", source="src.safetensors", attack="pgd_linf", eps=8 / 255)  # doctest: +SKIP
     >>> adv = noise(images, labels, target_model, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
 """
 
