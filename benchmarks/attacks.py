@@ -86,7 +86,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def timed(fn, batch_size: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+def timed(fn, batch_size: int, x: torch.Tensor, y: torch.Tensor, label: str = "") -> tuple[torch.Tensor, float]:
+    print(f"running {label} on {len(y)} images ...", file=sys.stderr, flush=True)
     out, start = [], time.perf_counter()
     for i in range(0, len(y), batch_size):
         out.append(fn(x[i : i + batch_size], y[i : i + batch_size]))
@@ -122,25 +123,25 @@ def main() -> None:
     # --- PGD-l-inf, same steps / step size / random start --------------------------------------------------
     ours_pgd = create_noise("pgd_linf", eps=eps, steps=steps, rel_stepsize=alpha / eps)
     g = gen()
-    adv_o, t_o = timed(lambda a, b: ours_pgd(a, b, model, generator=g), bs, x, y)
+    adv_o, t_o = timed(lambda a, b: ours_pgd(a, b, model, generator=g), bs, x, y, "ours pgd")
     torch.manual_seed(args.seed)
     ta_pgd = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
-    adv_t, t_t = timed(ta_pgd, bs, x, y)
+    adv_t, t_t = timed(ta_pgd, bs, x, y, "torchattacks pgd")
     rows.append(("pgd_linf (10 steps)", t_o, t_t, accuracy(model, adv_o, y), accuracy(model, adv_t, y)))
 
     # --- AutoAttack at torchattacks' iteration counts (equal work) -------------------------------------------
     ours_aa10 = create_noise("autoattack_linf", eps=eps, apgd_steps=10, fab_steps=10)
     g = gen()
-    adv_o, t_o = timed(lambda a, b: ours_aa10(a, b, model, generator=g), bs, x, y)
+    adv_o, t_o = timed(lambda a, b: ours_aa10(a, b, model, generator=g), bs, x, y, "ours autoattack 10-step")
     ta_aa = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=args.seed)
-    adv_t, t_t = timed(ta_aa, bs, x, y)
+    adv_t, t_t = timed(ta_aa, bs, x, y, "torchattacks autoattack")
     ta_aa_acc = accuracy(model, adv_t, y)
     rows.append(("autoattack (10-step, equal work)", t_o, t_t, accuracy(model, adv_o, y), ta_aa_acc))
 
     # --- AutoAttack, the reference protocol (ours) vs torchattacks' default ------------------------------------
     ours_aa = create_noise("autoattack_linf", eps=eps)
     g = gen()
-    adv_o, t_o = timed(lambda a, b: ours_aa(a, b, model, generator=g), bs, x, y)
+    adv_o, t_o = timed(lambda a, b: ours_aa(a, b, model, generator=g), bs, x, y, "ours autoattack standard")
     rows.append(("autoattack (ours standard 100-step vs ta default)", t_o, t_t, accuracy(model, adv_o, y), ta_aa_acc))
 
     linf = (adv_o - x).abs().flatten(1).amax(1).max().item()
