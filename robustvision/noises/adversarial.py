@@ -426,6 +426,8 @@ class PGD(Attack):
                 grad = self.gradient(model, adv, labels)
                 move = steepest_step(grad, self.norm, step, self.l1_sparsity, adv=adv)
                 adv = clip_to_box_and_ball(images, adv + move, self.norm, self.eps)
+            if len(starts) == 1:  # nothing to rank: skip the extra forward pass
+                return adv
             with torch.no_grad():
                 logits = model(adv)
                 # Rank restarts by misclassification first, then by loss.
