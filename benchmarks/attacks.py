@@ -130,7 +130,7 @@ def main() -> None:
     def report(label: str, t_ours: float, t_ta: float, acc_ours: float, acc_ta: float) -> None:
         rows.append((label, t_ours, t_ta, acc_ours, acc_ta))
         console.print(
-            f"  {label}: ours {n / t_ours:.1f} img/s, torchattacks {n / t_ta:.1f} img/s (ratio {t_ta / t_ours:.2f}x); "
+            f"  {label}: ours {n / t_ours:.3g} img/s, torchattacks {n / t_ta:.3g} img/s (ratio {t_ta / t_ours:.2f}x); "
             f"robust acc ours {acc_ours:.3f}, torchattacks {acc_ta:.3f}"
         )
 
@@ -174,7 +174,7 @@ def main() -> None:
     for col in ("attack", "ours img/s", "torchattacks img/s", "speed ratio", "ours robust acc", "ta robust acc"):
         table.add_column(col, justify="right" if col != "attack" else "left")
     for label, to, tt, ao, at in rows:
-        table.add_row(label, f"{n / to:.1f}", f"{n / tt:.1f}", f"{tt / to:.2f}x", f"{ao:.3f}", f"{at:.3f}")
+        table.add_row(label, f"{n / to:.3g}", f"{n / tt:.3g}", f"{tt / to:.2f}x", f"{ao:.3f}", f"{at:.3f}")
     console.print(table)
     console.print(f"max l-inf perturbation of our standard AutoAttack: {linf:.6f} (eps {eps:g})")
     strong = std_acc <= ta_aa_acc
