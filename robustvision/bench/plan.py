@@ -181,7 +181,8 @@ class BenchConfig:
             import difflib
 
             hints = [difflib.get_close_matches(b, known, n=1) for b in bad]
-            hint = "; ".join(f"{b!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for b, h in zip(bad, hints))
+            pairs = zip(bad, hints, strict=True)
+            hint = "; ".join(f"{b!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for b, h in pairs)
             raise ValueError(f"unknown bench config key(s): {hint}")
         return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items() if v is not None})
 

@@ -158,7 +158,7 @@ def plot_heatmap(cells: pd.DataFrame):
     im = ax.imshow(100 * grid.values, aspect="auto", cmap="viridis", vmin=0, vmax=100)
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
-    for tick, kind in zip(ax.get_xticklabels(), noises["kind"]):
+    for tick, kind in zip(ax.get_xticklabels(), noises["kind"], strict=True):
         tick.set_color(KIND_COLORS.get(kind, "#333"))
     fig.colorbar(im, ax=ax, label="accuracy % (mean over severities / budgets)")
     ax.set_title("Accuracy per model and noise (labels coloured by kind)")
@@ -176,7 +176,7 @@ def plot_eps_curves(cells: pd.DataFrame):
     cols = min(3, len(noises))
     rows = (len(noises) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, noise in zip(axes.flat, noises):
+    for ax, noise in zip(axes.flat, noises, strict=False):
         sub = adv[adv["noise"] == noise]
         for (m, t), g in sub.groupby(["model", "technique"]):
             g = g.sort_values("severity")

@@ -111,7 +111,7 @@ def pick_baseline(cells: pd.DataFrame, baseline: str | None) -> str | None:
     nat = cells[cells["kind"] == "natural"]
     if nat.empty:
         return None
-    keys = sorted({f"{m}/{t}" for m, t in zip(nat["model"], nat["technique"])})
+    keys = sorted({f"{m}/{t}" for m, t in zip(nat["model"], nat["technique"], strict=True)})
     if baseline:
         wanted = baseline if "/" in baseline else f"{baseline}/standard"
         if wanted not in keys:
@@ -136,15 +136,15 @@ def summarize(
         nat = group[(group["kind"] == "natural") & ~group["noise"].str.startswith(IMAGENET_P)]
         return {(r.noise, float(r.severity)): 1.0 - float(r.accuracy) for r in nat.itertuples()}
 
-    base_errors: dict[tuple[str, float], float] = {}
-    base_clean_err = float("nan")
+    # The baseline's errors per data set (mCE compares models on the same data only).
+    base_errors: dict[str, tuple[dict[tuple[str, float], float], float]] = {}
     rows = []
     groups = list(cells.groupby(["dataset", "model", "technique"], sort=True))
     for (ds, model, tech), group in groups:
         if base and f"{model}/{tech}" == base:
-            base_errors = errors(group)
             clean = group[group["kind"] == "clean"]
-            base_clean_err = 1.0 - float(clean["accuracy"].iloc[0]) if not clean.empty else float("nan")
+            clean_err = 1.0 - float(clean["accuracy"].iloc[0]) if not clean.empty else float("nan")
+            base_errors[ds] = (errors(group), clean_err)
     for (ds, model, tech), group in groups:
         row: dict[str, object] = {"dataset": ds, "model": model, "technique": tech}
         row["family"] = next((f for f in group["family"] if f), "")
@@ -159,9 +159,10 @@ def summarize(
         if errs:
             row["corruption_accuracy"] = float(np.mean([1 - e for e in errs.values()]))
             row["mean_ce_lower_better"] = M.mean_corruption_error(errs)
-            if base_errors:
-                row["mce_lower_better"] = M.mce(errs, base_errors)[0]
-                row["relative_mce_lower_better"] = M.relative_mce(errs, 1 - clean_acc, base_errors, base_clean_err)[0]
+            if ds in base_errors:
+                b_errs, b_clean = base_errors[ds]
+                row["mce_lower_better"] = M.mce(errs, b_errs)[0]
+                row["relative_mce_lower_better"] = M.relative_mce(errs, 1 - clean_acc, b_errs, b_clean)[0]
         pseq = group[group["noise"].str.startswith(IMAGENET_P)]
         if not pseq.empty:
             row["flip_probability_lower_better"] = float(pseq["accuracy"].mean())
