@@ -189,7 +189,9 @@ class BenchConfig:
 
 def _coerce(cfg: BenchConfig, key: str, value: Any) -> Any:
     hint = get_type_hints(BenchConfig)[key]
-    if str(hint).startswith("list") and isinstance(value, str):
+    if key == "noises":
+        value = split_selectors(value)
+    elif str(hint).startswith("list") and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()] if value else []
     if hint in (int,) and isinstance(value, str):
         value = int(value)
@@ -308,6 +310,28 @@ class NoiseSpec:
 
     name: str
     values: tuple[float, ...] | None = None
+
+
+def split_selectors(items: list[str] | str) -> list[str]:
+    """Split comma-separated selectors, keeping ``name@v1,v2`` together (a bare number continues the last one)."""
+    out: list[str] = []
+    for item in [items] if isinstance(items, str) else items:
+        for tok in (t.strip() for t in item.split(",")):
+            if not tok:
+                continue
+            if out and "@" in out[-1] and _is_number(tok):
+                out[-1] += "," + tok
+            else:
+                out.append(tok)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        parse_number(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_selector(text: str) -> tuple[str, tuple[float, ...] | None]:

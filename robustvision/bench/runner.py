@@ -221,9 +221,13 @@ OnRecords = Callable[[Unit, list[CellRecord]], None]
 
 
 def run_local(units: list[Unit], images, labels, settings: EvalSettings, on_records: OnRecords) -> None:
-    """Evaluate the units one after another in this process."""
-    for unit in units:
-        on_records(unit, evaluate_unit(unit, images, labels, None, settings))
+    """Evaluate the units one after another in this process (torch's thread count is restored afterwards)."""
+    threads = torch.get_num_threads()
+    try:
+        for unit in units:
+            on_records(unit, evaluate_unit(unit, images, labels, None, settings))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_ray_address(address: str, timeout: float = 3.0) -> None:

@@ -45,6 +45,7 @@ def bench(
     workers: int | None = typer.Option(None, "--workers", help="CPUs of the local Ray instance."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads per process (0 = torch's default)."),
     out: str | None = typer.Option(None, "--out", help="Report to write (default report.html; '' for none)."),
     baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
     config: Path | None = typer.Option(None, "--config", help="YAML file of bench config fields."),
@@ -55,7 +56,7 @@ def bench(
     RobustART's budgets, MIM, every ImageNet-C corruption at severities 1/3/5, every system noise, ImageNet-P
     flip rates), prints the leaderboard and writes report.html. Re-running resumes: stored cells are skipped.
     """
-    from robustvision.bench.plan import load_config
+    from robustvision.bench.plan import load_config, split_selectors
     from robustvision.bench.report import write_report
     from robustvision.bench.runner import check_ray_address, run_bench
     from robustvision.bench.sources import resolve_models
@@ -68,7 +69,7 @@ def bench(
             config,
             models=_split(models),
             techniques=_split(techniques),
-            noises=_split(noises),
+            noises=split_selectors(noises) if noises is not None else None,
             dataset=dataset,
             data_root=data_root,
             checkpoints=_split(checkpoints),
@@ -81,6 +82,7 @@ def bench(
             workers=workers,
             ray_address=ray_address,
             device=device,
+            threads=threads,
             out=out,
             baseline=baseline,
         )
