@@ -6,7 +6,6 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -57,11 +56,6 @@ def tiny_checkpoints(root: Path) -> Path:
         torch.set_num_threads(threads)
         done.touch()
     return root
-
-
-@pytest.fixture(scope="session")
-def bench_checkpoints(tmp_path_factory) -> Path:
-    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
 
 
 # ----------------------------------------------------------------------------------------------- test noises
@@ -149,12 +143,6 @@ def registered_test_noises():
         for name in added:
             NOISES._builders.pop(name, None)
             NOISES._meta.pop(name, None)
-
-
-@pytest.fixture
-def test_noises():
-    with registered_test_noises():
-        yield
 
 
 # ------------------------------------------------------------------------------------------- synthetic store

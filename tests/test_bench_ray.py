@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from _bench_support import bench_checkpoints  # noqa: F401  (fixture)
+from _bench_support import tiny_checkpoints
 
 from robustvision.bench.plan import load_config
 from robustvision.bench.runner import check_ray_address, run_bench
@@ -15,6 +15,11 @@ from robustvision.bench.store import ResultsStore
 from robustvision.errors import UserError
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def bench_checkpoints(tmp_path_factory):
+    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
 
 
 def test_ray_matches_local(bench_checkpoints, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _bench_support import bench_checkpoints, test_noises  # noqa: F401  (fixtures)
+from _bench_support import registered_test_noises, tiny_checkpoints
 
 from robustvision.bench.plan import load_config
 from robustvision.bench.runner import load_eval_data, run_bench
@@ -22,6 +22,17 @@ from robustvision.bench.summary import summarize
 from robustvision.noises import create_noise
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def bench_checkpoints(tmp_path_factory):
+    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
+
+
+@pytest.fixture
+def test_noises():
+    with registered_test_noises():
+        yield
 
 
 def small_cfg(ckpts, store, **kw):
@@ -57,7 +68,7 @@ def test_local_run_stores_every_cell_and_resumes(bench_checkpoints, test_noises,
         summary = summarize(store)
         cells = summary.cells
         x, y, _ = load_eval_data(cfg)
-        for key, g in cells.groupby(["model", "technique"]):
+        for _key, g in cells.groupby(["model", "technique"]):
             clean = float(g[g["noise"] == "clean"]["accuracy"].iloc[0])
             # robust accuracy <= clean accuracy on the same prefix (the attack never helps a wrong sample here
             # often enough to matter; compare with AR's definition instead of the raw numbers):
