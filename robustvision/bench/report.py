@@ -61,6 +61,7 @@ code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 """
 
 JS = """
+document.body.classList.add('js-ready');
 document.querySelectorAll('table.sortable').forEach(function(table){
   var heads = table.querySelectorAll('th');
   heads.forEach(function(th, col){
@@ -184,7 +185,9 @@ def plot_eps_curves(cells: pd.DataFrame):
             ys = [clean.get((m, t), np.nan), *g["accuracy"].tolist()]
             ax.plot(xs, 100 * np.asarray(ys, dtype=float), marker="o", ms=3, label=f"{m}/{t}")
         ax.set_title(noise)
-        ax.set_xlabel("eps (0 = clean)")
+        smallest = float(sub["severity"][sub["severity"] > 0].min()) if (sub["severity"] > 0).any() else 1.0
+        ax.set_xscale("symlog", linthresh=smallest)  # RobustART's budgets grow x4 per level
+        ax.set_xlabel("eps (symlog; 0 = clean)")
         ax.set_ylabel("accuracy %")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
