@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# Reference implementations the parity tests and benchmarks compare against. imagecorruptions goes in without its
+	# dependencies: it would pull the GUI opencv-python over opencv-python-headless; it needs pkg_resources.
+	$(BIN)/python -m pip install -q --no-deps imagecorruptions==1.1.2 "setuptools<81"
 	touch $(STAMP)
 
 bench: install

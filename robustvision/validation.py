@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -34,9 +36,11 @@ def check_images(
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.numel():
-        if not torch.isfinite(x).all():
+        # One pass: NaN propagates through min/max and inf shows up in them, so the extremes tell all.
+        lo_t, hi_t = torch.aminmax(x.detach())
+        lo, hi = float(lo_t), float(hi_t)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contain NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise ValueError(f"{name} must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return x

@@ -1,0 +1,274 @@
+"""ImageNet-C weather corruptions: snow, frost, fog, brightness, plus spatter (an "extra").
+
+Constants: ``imagenet`` rows from ``make_imagenet_c.py``, ``cifar`` rows from ``make_cifar_c.py``
+(Hendrycks & Dietterich, ICLR 2019).
+
+Frost: the original blends a random crop of one of five frost photographs shipped with the generator.
+We ship no photographs; :func:`frost_texture` synthesises one instead: a power-law (``1/f^1.7``) noise field
+plus a ridged copy of it (thin bright crystal veins), scaled to the per-channel mean and standard deviation
+of one of the five photographs (measured once from imagecorruptions' ``frost1-5``, the constants below).
+The blend formula is the original one, and ``apply`` accepts a real texture in ``params['texture']``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from robustvision.noises.corruption_ops import (
+    Corruption,
+    Profile,
+    as_rgb,
+    clipped_zoom,
+    gaussian_filter,
+    motion_blur_batch,
+    next_power_of_2,
+    plasma_draw_shapes,
+    plasma_fractal,
+    rand,
+    randn,
+    register_corruption,
+    rgb_to_gray,
+)
+
+# Per-channel (R, G, B) mean and std of imagecorruptions' frost1.png ... frost5.jpg (the five the original uses).
+FROST_PHOTO_STATS = (
+    ((0.305, 0.585, 0.650), (0.106, 0.065, 0.060)),
+    ((0.787, 0.805, 0.841), (0.084, 0.087, 0.089)),
+    ((0.787, 0.805, 0.841), (0.084, 0.087, 0.089)),
+    ((0.540, 0.599, 0.648), (0.112, 0.112, 0.117)),
+    ((0.441, 0.484, 0.528), (0.174, 0.170, 0.163)),
+)
+FROST_SPECTRAL_SLOPE = 1.7  # radial power spectrum of the photos falls as f^-1.7 (measured: 1.3-1.9)
+
+
+@register_corruption("snow", "weather")
+class Snow(Corruption):
+    """Falling snow: a thresholded, zoomed noise layer motion-blurred at an angle in [-135, -45), added twice
+    (and rotated 180 degrees), over an image brightened towards ``1.5 * grey + 0.5``.
+    """
+
+    table = {
+        # (mean, std, zoom, threshold, blur radius, blur sigma, image weight)
+        "imagenet": (
+            (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+            (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+            (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+            (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+            (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+        ),
+        "cifar": (
+            (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+            (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+            (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+            (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+            (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+        ),
+    }
+
+    def sample_params(self, shape, generator=None) -> dict[str, Any]:
+        n, _, h, w = shape
+        return {"flakes": randn((n, 1, h, w), generator), "angle": -135 + 90 * rand((n,), generator, torch.float64)}
+
+    def apply(self, images, params, labels=None, model=None):
+        mean, std, zoom, threshold, radius, sigma, weight = self.constants(images.shape)
+        layer = params["flakes"].to(images) * std + mean
+        layer = clipped_zoom(layer, zoom)
+        layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+        layer = motion_blur_batch(layer, radius, sigma, params["angle"])
+        layer = torch.round(layer * 255) / 255
+        x = weight * images + (1 - weight) * torch.maximum(images, rgb_to_gray(images) * 1.5 + 0.5)
+        return (x + layer + torch.rot90(layer, 2, (-2, -1))).clamp(0, 1)
+
+
+def frost_texture(n: int, h: int, w: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` synthetic RGB frost textures, ``n x 3 x h x w`` in [0, 1] (see the module docstring)."""
+    size = max(next_power_of_2(max(h, w)), 8)
+    dev = generator.device if generator is not None else torch.device("cpu")
+    white = torch.randn((n, size, size), generator=generator, device=dev)
+    choice = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+    fy = torch.fft.fftfreq(size, device=dev).view(-1, 1)
+    fx = torch.fft.rfftfreq(size, device=dev).view(1, -1)
+    radius = torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / size)
+    field = torch.fft.irfft2(torch.fft.rfft2(white) * radius ** (-FROST_SPECTRAL_SLOPE / 2), s=(size, size))
+    field = field[:, :h, :w]
+    field = (field - field.mean((1, 2), keepdim=True)) / field.std((1, 2), keepdim=True).clamp_min(1e-8)
+    veins = (1 - field.abs().clamp(max=3) / 3) ** 4  # bright thin ridges where the field crosses zero
+    veins = (veins - veins.mean((1, 2), keepdim=True)) / veins.std((1, 2), keepdim=True).clamp_min(1e-8)
+    gray = (0.6 * field + 0.8 * veins) / 1.0
+    means = torch.tensor([s[0] for s in FROST_PHOTO_STATS], device=dev)[choice].view(n, 3, 1, 1)
+    stds = torch.tensor([s[1] for s in FROST_PHOTO_STATS], device=dev)[choice].view(n, 3, 1, 1)
+    return (means + stds * gray.unsqueeze(1)).clamp(0, 1)
+
+
+@register_corruption("frost", "weather")
+class Frost(Corruption):
+    """Frost on the lens: ``clip(a * x + b * frost_texture)``."""
+
+    table = {
+        # (image weight, frost weight)
+        "imagenet": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+        "cifar": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
+    }
+
+    def sample_params(self, shape, generator=None) -> dict[str, Any]:
+        n, _, h, w = shape
+        return {"texture": frost_texture(n, h, w, generator=generator)}
+
+    def apply(self, images, params, labels=None, model=None):
+        a, b = self.constants(images.shape)
+        texture = params["texture"].to(images)
+        if images.shape[1] == 1:
+            texture = rgb_to_gray(texture)
+        return (a * images + b * texture).clamp(0, 1)
+
+
+@register_corruption("fog", "weather")
+class Fog(Corruption):
+    """Fog: a diamond-square plasma fractal added with weight ``c[0]`` (roughness ``c[1]``), rescaled so the
+    brightest input value keeps its level, ``clip((x + a * plasma) * max(x) / (max(x) + a))``.
+    """
+
+    table = {
+        # (plasma weight, wibble decay)
+        "imagenet": ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
+        "cifar": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
+    }
+
+    def sample_params(self, shape, generator=None) -> dict[str, Any]:
+        n, _, h, w = shape
+        mapsize = next_power_of_2(max(h, w))
+        return {"plasma_draws": [rand((n, *s), generator, torch.float64) for s in plasma_draw_shapes(mapsize)]}
+
+    def apply(self, images, params, labels=None, model=None):
+        a, decay = self.constants(images.shape)
+        n, _, h, w = images.shape
+        if "plasma" in params:
+            plasma = params["plasma"]
+        else:
+            plasma = plasma_fractal(params["plasma_draws"], next_power_of_2(max(h, w)), decay)
+        plasma = plasma[:, :h, :w].to(images).unsqueeze(1)
+        max_val = images.amax((1, 2, 3), keepdim=True)
+        return ((images + a * plasma) * max_val / (max_val + a)).clamp(0, 1)
+
+
+@register_corruption("brightness", "weather")
+class Brightness(Corruption):
+    """Brightness: add ``c`` to the HSV value channel (to the grey level for one-channel images)."""
+
+    table = {
+        "imagenet": (0.1, 0.2, 0.3, 0.4, 0.5),
+        "cifar": (0.05, 0.1, 0.15, 0.2, 0.3),
+    }
+
+    def apply(self, images, params, labels=None, model=None):
+        c = self.constants(images.shape)
+        if images.shape[1] != 3:
+            return (images + c).clamp(0, 1)
+        # With hue and saturation fixed, HSV -> RGB is linear in the value: scale RGB by v' / v (black -> grey).
+        v = images.amax(1, keepdim=True)
+        v_new = (v + c).clamp(0, 1)
+        scaled = images * (v_new / torch.where(v > 0, v, torch.ones_like(v)))
+        return torch.where(v > 0, scaled, v_new.expand_as(images)).clamp(0, 1)
+
+
+@register_corruption("spatter", "extra")
+class Spatter(Corruption):
+    """Water (severities 1-3) or mud (4-5) splashes from a blurred, thresholded Gaussian liquid layer.
+
+    The water branch's edge map (Canny, distance transform, histogram equalisation, emboss) is an OpenCV
+    uint8 pipeline; it runs per image on the CPU, the rest in torch.
+    """
+
+    table = {
+        # (mean, std, blur sigma, threshold, intensity or mud blur sigma, 0 = water / 1 = mud)
+        "imagenet": (
+            (0.65, 0.3, 4, 0.69, 0.6, 0),
+            (0.65, 0.3, 3, 0.68, 0.6, 0),
+            (0.65, 0.3, 2, 0.68, 0.5, 0),
+            (0.65, 0.3, 1, 0.65, 1.5, 1),
+            (0.67, 0.4, 1, 0.65, 1.5, 1),
+        ),
+        "cifar": (
+            (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+            (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+            (0.65, 0.3, 1, 0.69, 0.5, 0),
+            (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+            (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+        ),
+    }
+
+    def sample_params(self, shape, generator=None) -> dict[str, Any]:
+        n, _, h, w = shape
+        return {"liquid": randn((n, 1, h, w), generator, torch.float64)}
+
+    def apply(self, images, params, labels=None, model=None):
+        mean, std, sigma, threshold, strength, mud = self.constants(images.shape)
+        x, grey = as_rgb(images)
+        liquid = gaussian_filter(params["liquid"].to(images.device) * std + mean, sigma)
+        liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+        if mud:
+            m = (liquid > threshold).to(torch.float64)
+            m = gaussian_filter(m.float(), strength)
+            m = torch.where(m < 0.8, torch.zeros_like(m), m).to(x)
+            color = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+            out = x * (1 - m) + color * m
+        else:
+            m = torch.stack([_water_mask(layer[0]) for layer in liquid.cpu().numpy()]).to(x.device, x.dtype)
+            m = m.unsqueeze(1) * strength
+            color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+            out = x + m * color
+        out = out.clamp(0, 1)
+        return rgb_to_gray(out) if grey else out
+
+
+def _water_mask(liquid: np.ndarray) -> torch.Tensor:
+    """The original's water-drop mask (liquid * embossed edge distance, normalised to max 1) for one layer."""
+    layer = (np.clip(liquid, 0, 1) * 255).astype(np.uint8)  # the original casts without clipping
+    dist = 255 - cv2.Canny(layer, 50, 150)
+    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    dist = cv2.filter2D(dist, cv2.CV_8U, ker)
+    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+    m = layer * dist
+    peak = float(m.max())
+    return torch.from_numpy(m / peak if peak > 0 else m)
+
+
+def snow(
+    x: torch.Tensor, severity: int = 1, *, generator: torch.Generator | None = None, profile: Profile = "auto"
+) -> torch.Tensor:
+    """ImageNet-C snow. ``x``: ``N x C x H x W`` in [0, 1]."""
+    return Snow(severity, profile=profile)(x, generator=generator)
+
+
+def frost(
+    x: torch.Tensor, severity: int = 1, *, generator: torch.Generator | None = None, profile: Profile = "auto"
+) -> torch.Tensor:
+    """ImageNet-C frost with a synthetic frost texture. ``x``: ``N x C x H x W`` in [0, 1]."""
+    return Frost(severity, profile=profile)(x, generator=generator)
+
+
+def fog(
+    x: torch.Tensor, severity: int = 1, *, generator: torch.Generator | None = None, profile: Profile = "auto"
+) -> torch.Tensor:
+    """ImageNet-C fog (plasma fractal). ``x``: ``N x C x H x W`` in [0, 1]."""
+    return Fog(severity, profile=profile)(x, generator=generator)
+
+
+def brightness(x: torch.Tensor, severity: int = 1, *, profile: Profile = "auto") -> torch.Tensor:
+    """ImageNet-C brightness (deterministic). ``x``: ``N x C x H x W`` in [0, 1]."""
+    return Brightness(severity, profile=profile)(x)
+
+
+def spatter(
+    x: torch.Tensor, severity: int = 1, *, generator: torch.Generator | None = None, profile: Profile = "auto"
+) -> torch.Tensor:
+    """ImageNet-C spatter (water or mud). ``x``: ``N x C x H x W`` in [0, 1]."""
+    return Spatter(severity, profile=profile)(x, generator=generator)
