@@ -159,3 +159,33 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, t
         expected = ref.results().set_index(["model", "technique", "noise", "severity", "metric"])["value"].sort_index()
     got = results.set_index(["model", "technique", "noise", "severity", "metric"])["value"].sort_index()
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy())
+
+
+def test_zoo_results_are_read_from_zoocheckpoint_tuples(bench_checkpoints):
+    from typing import NamedTuple
+
+    from robustvision.bench.sources import _zoo_items
+
+    class ZooCheckpoint(NamedTuple):
+        model_name: str
+        technique: str
+        checkpoint_path: Path
+
+    ck = bench_checkpoints / "lenet5_ls.safetensors"
+    items = _zoo_items([ZooCheckpoint("lenet5", "label_smoothing", ck), str(ck), {"path": str(ck)}])
+    assert items[0] == (ck, "lenet5", "label_smoothing")
+    assert items[1] == (ck, None, None) and items[2] == (ck, None, None)
+    with pytest.raises(TypeError, match="without a checkpoint path"):
+        _zoo_items([object()])
+
+
+def test_model_selection_errors_suggest_names(bench_checkpoints):
+    from robustvision.bench.sources import select_models
+
+    entries = entries_from_paths([bench_checkpoints])
+    assert [e.key for e in select_models(entries, ["lenet5/label_smoothing"], [])] == ["lenet5/label_smoothing"]
+    assert {e.technique for e in select_models(entries, [], ["standard"])} == {"standard"}
+    with pytest.raises(ValueError, match="did you mean 'lenet5'"):
+        select_models(entries, ["lenet"], [])
+    with pytest.raises(ValueError, match="technique 'pgd_att'"):
+        select_models(entries, [], ["pgd_att"])

@@ -65,8 +65,8 @@ def _train(arch: str, technique: str, overrides: dict, seed: int = 0):
     return model, acc
 
 
-def ensure_zoo(preset: str = "default") -> list[str]:
-    """Train the fallback zoo once and return its checkpoint paths (reused on later calls)."""
+def ensure_zoo(preset: str = "default", device: str = "cpu", **_: object) -> list[str]:
+    """Train the fallback zoo once (on the CPU) and return its checkpoint paths (reused on later calls)."""
     root = home_dir() / "bench_fallback_zoo"
     paths = []
     for name, arch, technique, overrides in FALLBACK_ZOO:

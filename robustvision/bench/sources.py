@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +72,22 @@ def entries_from_paths(paths: Iterable[str | Path]) -> list[ModelEntry]:
     return list(seen.values())
 
 
-def _zoo_paths(result: Any) -> list[Path]:
-    """Checkpoint paths from whatever ``ensure_zoo`` returns (paths, entries with a path, or a mapping)."""
+def _zoo_items(result: Any) -> list[tuple[Path, str | None, str | None]]:
+    """``(checkpoint, model name, technique)`` from what ``ensure_zoo`` returns: ``ZooCheckpoint`` tuples
+    ``(model_name, technique, checkpoint_path)``, plain paths, or objects/dicts with a checkpoint path."""
     if isinstance(result, dict):
         result = list(result.values())
-    paths: list[Path] = []
+    items: list[tuple[Path, str | None, str | None]] = []
     for item in result:
         if isinstance(item, (str, Path)):
-            paths.append(Path(item))
+            items.append((Path(item), None, None))
             continue
-        for attr in ("checkpoint", "path", "checkpoint_path"):
-            value = item.get(attr) if isinstance(item, dict) else getattr(item, attr, None)
-            if value:
-                paths.append(Path(value))
-                break
-        else:
+        get = item.get if isinstance(item, dict) else lambda k, _i=item: getattr(_i, k, None)
+        path = get("checkpoint_path") or get("checkpoint") or get("path")
+        if not path:
             raise TypeError(f"ensure_zoo returned an entry without a checkpoint path: {item!r}")
-    return paths
+        items.append((Path(path), get("model_name"), get("technique")))
+    return items
 
 
 def zoo_entries(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[ModelEntry]:
@@ -98,7 +98,11 @@ def zoo_entries(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[Mo
         from robustvision.bench.fallback_zoo import ensure_zoo
 
         log("robustvision.training.ensure_zoo is not available; using the bench's small fallback zoo")
-    return entries_from_paths(_zoo_paths(ensure_zoo(cfg.zoo_preset)))
+    out = []
+    for path, name, technique in _zoo_items(ensure_zoo(cfg.zoo_preset, device=cfg.device)):
+        entry = entry_from_checkpoint(path)
+        out.append(replace(entry, name=name or entry.name, technique=technique or entry.technique))
+    return out
 
 
 def select_models(entries: list[ModelEntry], models: list[str], techniques: list[str]) -> list[ModelEntry]:

@@ -121,7 +121,7 @@ def bench(
             board = summary.leaderboard
             if not board.empty:
                 summary.leaderboard = board[(board["model"] + "/" + board["technique"]).isin(keys)]
-            console.print(leaderboard_table(summary, title=f"robustvision bench ({cfg.dataset})"))
+            console.print(leaderboard_table(summary, title=f"robustvision bench ({cfg.dataset})", width=console.width))
             if cfg.out:
                 path = write_report(rs, cfg.out, dataset=cfg.dataset, baseline=cfg.baseline)
                 console.print(f"report: {path}")

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -28,23 +29,59 @@ def _cell(col: str, value: object) -> str:
     return str(value)
 
 
-def leaderboard_table(summary, title: str = "robustvision leaderboard") -> Table:
-    """A rich table of the leaderboard (accuracies in %, arrows give each metric's direction)."""
+# Compact console headers (the report's headers carry the full labels and formulas).
+CONSOLE_COLUMNS = {
+    "clean_accuracy": "clean",
+    "robust_accuracy": "robust",
+    "ar": "AR",
+    "wcar": "WCAR",
+    "corruption_accuracy": "corr",
+    "mce_lower_better": "mCE",
+    "flip_probability_lower_better": "FP",
+    "system_mean_accuracy": "sys",
+    "nsd": "NSD",
+}
+
+
+def leaderboard_table(
+    summary, title: str = "robustvision leaderboard", full: bool = False, width: int | None = None
+) -> Table:
+    """A rich table of the leaderboard (accuracies in %, arrows give each metric's direction).
+
+    ``full`` prints every leaderboard column; otherwise the compact :data:`CONSOLE_COLUMNS`, as many as fit in
+    ``width`` characters (the report and ``results export`` have everything).
+    """
     from robustvision.bench.metrics import METRICS
     from robustvision.bench.report import LEADERBOARD_COLUMNS
 
     board = summary.leaderboard
-    table = Table(title=title, show_lines=False)
-    cols = ["model", "technique", "family", *[c for c in LEADERBOARD_COLUMNS if c in board.columns]]
-    for c in cols:
-        info = METRICS.get(c)
-        label = f"{info.label} {'↑' if info.higher_is_better else '↓'}" if info else c
-        table.add_column(label, justify="left" if info is None else "right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
+    wanted = LEADERBOARD_COLUMNS if full else list(CONSOLE_COLUMNS)
+    variants = [f"{m}/{t}" for m, t in zip(board.get("model", []), board.get("technique", []), strict=True)]
+    used = max([len("model/technique"), *map(len, variants)]) + 3
+    cols, headers = [], []
+    for c in wanted:
+        if c not in board.columns:
+            continue
+        info = METRICS[c]
+        header = f"{CONSOLE_COLUMNS.get(c, info.label)}{'↑' if info.higher_is_better else '↓'}"
+        if not full and width is not None and used + max(len(header), 5) + 3 > width:
+            break
+        used += max(len(header), 5) + 3
+        cols.append(c)
+        headers.append(header)
+    table.add_column("model/technique", no_wrap=True)
+    for h in headers:
+        table.add_column(h, justify="right", no_wrap=True)
     if not board.empty:
         for _, row in board.sort_values("clean_accuracy", ascending=False).iterrows():
-            table.add_row(*[_cell(c, row[c]) for c in cols])
-    if summary.baseline:
-        table.caption = f"mCE baseline: {summary.baseline}; accuracies, AR, WCAR in %"
+            table.add_row(f"{row['model']}/{row['technique']}", *[_cell(c, row[c]) for c in cols])
+    caption = "accuracies, AR, WCAR, FP in %"
+    if summary.baseline and "mce_lower_better" in cols:
+        caption += f"; mCE baseline: {summary.baseline}"
+    if len(cols) < len([c for c in wanted if c in board.columns]):
+        caption += "; more columns: a wider terminal, `results show --all` or the report"
+    table.caption = caption
     return table
 
 
@@ -55,6 +92,7 @@ def show(
     dataset: str | None = typer.Option(None, "--dataset", help="Only this data set."),
     baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
     raw: bool = typer.Option(False, "--raw", help="Print the stored rows instead of the leaderboard."),
+    full: bool = typer.Option(False, "--all", help="Print every leaderboard column (wide)."),
     limit: int = typer.Option(200, "--limit", help="Most raw rows to print."),
 ) -> None:
     """Print the leaderboard computed from the store (or the raw rows with --raw)."""
@@ -77,7 +115,7 @@ def show(
             if summary.leaderboard.empty:
                 console.print(f"The results store {rs.display_url} holds no results yet; run `robustvision bench`.")
                 return
-            console.print(leaderboard_table(summary))
+            console.print(leaderboard_table(summary, full=full, width=console.width))
 
 
 @app.command("export")
