@@ -535,6 +535,32 @@ def _noise_settings(
     return [(float(s), s_int, {"severity": s_int}) for s_int, s in ((check_natural_severity(s), s) for s in sevs)]
 
 
+Setting = tuple[str, str, float, int, dict[str, Any]]  # (noise, kind, severity, level, constructor kwargs)
+
+
+def noise_settings(
+    cfg: BenchConfig, *, image_size: int, channels: int, strict: bool | None = None
+) -> tuple[list[Setting], list[NoiseSpec], list[str]]:
+    """Every noise setting a config asks for, clean first; validates budgets and severities (no model needed).
+
+    Args:
+        strict: unknown noise names are errors; default: when ``cfg.noises`` differs from its preset's list.
+
+    Returns:
+        ``(settings, specs, skipped messages)``.
+    """
+    if strict is None:
+        strict = cfg.noises != PRESET_VALUES.get(cfg.preset, {}).get("noises")
+    specs, skipped = expand_noises(cfg.noises, strict=strict)
+    settings: list[Setting] = [(CLEAN, "clean", 0.0, 0, {})]
+    for spec in specs:
+        kind = noise_kind(spec.name)
+        for sev, lv, kw in _noise_settings(spec, cfg, image_size, channels):
+            _check_constructible(spec.name, kw)
+            settings.append((spec.name, kind, sev, lv, kw))
+    return settings, specs, skipped
+
+
 def plan_cells(
     cfg: BenchConfig,
     models: list[ModelEntry],
@@ -556,18 +582,10 @@ def plan_cells(
     """
     if not models:
         raise ValueError("no models to evaluate (check --models / --techniques / --checkpoints)")
-    if strict_noises is None:
-        strict_noises = cfg.noises != PRESET_VALUES.get(cfg.preset, {}).get("noises")
-    specs, skipped = expand_noises(cfg.noises, strict=strict_noises)
+    settings, specs, skipped = noise_settings(cfg, image_size=image_size, channels=channels, strict=strict_noises)
     n_all = min(cfg.n_examples or test_size, test_size)
     n_adv = min(cfg.n_adversarial or n_all, n_all)
     n_seq = min(cfg.n_sequences or n_all, n_all)
-    settings: list[tuple[str, str, float, int, dict[str, Any]]] = [(CLEAN, "clean", 0.0, 0, {})]
-    for spec in specs:
-        kind = noise_kind(spec.name)
-        for sev, lv, kw in _noise_settings(spec, cfg, image_size, channels):
-            _check_constructible(spec.name, kw)
-            settings.append((spec.name, kind, sev, lv, kw))
     cells: list[Cell] = []
     for noise, kind, sev, lv, kw in settings:
         model_independent = kind != "adversarial"

@@ -56,9 +56,9 @@ def bench(
     RobustART's budgets, MIM, every ImageNet-C corruption at severities 1/3/5, every system noise, ImageNet-P
     flip rates), prints the leaderboard and writes report.html. Re-running resumes: stored cells are skipped.
     """
-    from robustvision.bench.plan import load_config, split_selectors
+    from robustvision.bench.plan import load_config, noise_settings, split_selectors
     from robustvision.bench.report import write_report
-    from robustvision.bench.runner import check_ray_address, run_bench
+    from robustvision.bench.runner import check_ray_address, load_eval_data, run_bench
     from robustvision.bench.sources import resolve_models
     from robustvision.bench.store import ResultsStore
     from robustvision.bench.summary import summarize
@@ -90,6 +90,9 @@ def bench(
             raise ValueError("--ray-address needs --executor ray")
         if cfg.executor == "ray" and cfg.ray_address:
             check_ray_address(cfg.ray_address)
+        # Validate the noise list (budgets, severities, names) on the data set before any training or writing.
+        images, _, _ = load_eval_data(cfg)
+        noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]))
         with ResultsStore(cfg.store) as rs:  # opened first: a bad store fails before any training
             entries = resolve_models(cfg, log=lambda msg: console.print(f"[yellow]{msg}[/]"))
             console.print(
