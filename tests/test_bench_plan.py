@@ -187,3 +187,25 @@ def test_split_selectors_keeps_values_together():
         "system",
     ]
     assert load_config("quick", noises="fgsm,fog@1,3").noises == ["fgsm", "fog@1,3"]
+
+
+def test_kind_selector_skips_noises_that_need_more_than_a_budget():
+    from robustvision.noises.base import NOISES, Noise, NoiseKind
+
+    class NeedsSource(Noise):
+        name = "test_transferish"
+        kind = NoiseKind.ADVERSARIAL
+
+        def __init__(self, *, source, eps):
+            super().__init__(eps)
+
+    NOISES.add("test_transferish", NeedsSource, kind=NoiseKind.ADVERSARIAL, norm="linf")
+    try:
+        p = plan(load_config("quick", noises=["adversarial"]))
+        assert "test_transferish" not in {c.noise for c in p.cells}
+        assert any("test_transferish" in s and "cannot be built" in s for s in p.skipped)
+        with pytest.raises(TypeError):
+            plan(load_config("quick", noises=["test_transferish"]))
+    finally:
+        NOISES._builders.pop("test_transferish")
+        NOISES._meta.pop("test_transferish")

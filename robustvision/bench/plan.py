@@ -310,6 +310,7 @@ class NoiseSpec:
 
     name: str
     values: tuple[float, ...] | None = None
+    explicit: bool = True  # named directly (errors are errors) rather than matched by a kind or a glob
 
 
 def split_selectors(items: list[str] | str) -> list[str]:
@@ -429,10 +430,11 @@ def expand_noises(selectors: list[str], *, strict: bool) -> tuple[list[NoiseSpec
             if strict:
                 raise ValueError(msg)
             skipped.append(msg)
+        explicit = matched == [name]
         for n in matched:
             if n in specs and values is None:
                 continue
-            specs[n] = NoiseSpec(n, values)
+            specs[n] = NoiseSpec(n, values, explicit)
     return list(specs.values()), skipped
 
 
@@ -553,12 +555,23 @@ def noise_settings(
         strict = cfg.noises != PRESET_VALUES.get(cfg.preset, {}).get("noises")
     specs, skipped = expand_noises(cfg.noises, strict=strict)
     settings: list[Setting] = [(CLEAN, "clean", 0.0, 0, {})]
+    kept: list[NoiseSpec] = []
     for spec in specs:
         kind = noise_kind(spec.name)
-        for sev, lv, kw in _noise_settings(spec, cfg, image_size, channels):
-            _check_constructible(spec.name, kw)
-            settings.append((spec.name, kind, sev, lv, kw))
-    return settings, specs, skipped
+        try:
+            found = _noise_settings(spec, cfg, image_size, channels)
+            for _, _, kw in found:
+                _check_constructible(spec.name, kw)
+        except (TypeError, ValueError) as err:
+            if spec.explicit:
+                raise
+            # A noise matched by a kind or glob that cannot be built from a budget or severity alone (a transfer
+            # attack needs its source model, for instance) is reported, not run.
+            skipped.append(f"noise {spec.name!r} cannot be built from a budget/severity alone ({err})")
+            continue
+        kept.append(spec)
+        settings.extend((spec.name, kind, sev, lv, kw) for sev, lv, kw in found)
+    return settings, kept, skipped
 
 
 def plan_cells(
