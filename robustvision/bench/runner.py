@@ -272,18 +272,14 @@ def run_ray(
         check_ray_address(address)
     started_here = False
     if not ray.is_initialized():
-        env = {"PYTHONPATH": os.pathsep.join(p for p in [str(_package_root()), os.environ.get("PYTHONPATH", "")] if p)}
-        kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "runtime_env": {"env_vars": env},
-            "logging_level": "ERROR",
-        }
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         try:
-            if address:
+            if address:  # a cluster's workers use their own install of robustvision
                 ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers, **kwargs)
+            else:  # local workers import this very checkout, as the driver does
+                paths = [str(_package_root()), os.environ.get("PYTHONPATH", "")]
+                env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+                ray.init(num_cpus=workers, runtime_env={"env_vars": env}, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = address or f"a local Ray instance ({workers} CPUs)"
             raise UserError(f"cannot start Ray on {where}: {str(err).splitlines()[0]}") from None
