@@ -92,12 +92,8 @@ def _zoo_items(result: Any) -> list[tuple[Path, str | None, str | None]]:
 
 def zoo_entries(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[ModelEntry]:
     """Train or reuse the default zoo (``robustvision.training.ensure_zoo``) and list its checkpoints."""
-    try:
-        from robustvision.training import ensure_zoo
-    except ImportError:
-        from robustvision.bench.fallback_zoo import ensure_zoo
+    from robustvision.training import ensure_zoo
 
-        log("robustvision.training.ensure_zoo is not available; using the bench's small fallback zoo")
     out = []
     for path, name, technique in _zoo_items(ensure_zoo(cfg.zoo_preset, device=cfg.device)):
         entry = entry_from_checkpoint(path)
