@@ -12,10 +12,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,ray,postgres]"
 	# Reference implementations the parity tests and benchmarks compare against. imagecorruptions goes in without its
 	# dependencies: it would pull the GUI opencv-python over opencv-python-headless; it needs pkg_resources.
-	$(BIN)/python -m pip install -q --no-deps imagecorruptions==1.1.2 "setuptools<81"
+	# torchattacks pins requests~=2.25 (a resolver conflict); it runs fine with current requests.
+	$(BIN)/python -m pip install -q --no-deps imagecorruptions==1.1.2 torchattacks==3.5.1 "setuptools<81"
 	touch $(STAMP)
 
 bench: install

@@ -17,3 +17,20 @@ def user_errors() -> Iterator[None]:
         raise
     except EXPECTED_ERRORS as err:
         raise UserError(str(err)) from err
+
+
+def default_command_group(default: str):
+    """A typer group class that runs ``default`` when the first argument is not one of its commands.
+
+    It lets ``robustvision annotate DIR`` mean ``robustvision annotate serve DIR`` while ``robustvision annotate
+    export DIR`` still reaches ``export``.
+    """
+    from typer.core import TyperGroup
+
+    class DefaultCommandGroup(TyperGroup):
+        def parse_args(self, ctx, args):
+            if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+                args = [default, *args]
+            return super().parse_args(ctx, args)
+
+    return DefaultCommandGroup

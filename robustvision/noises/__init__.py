@@ -3,7 +3,18 @@
 Importing this package registers every noise family.
 """
 
-from robustvision.noises import adversarial, corruptions, precision, system  # noqa: F401  (each registers noises)
+from robustvision.noises import (  # noqa: F401  (each registers noises)
+    adversarial,
+    apgd,
+    autoattack,
+    corruptions,
+    cw,
+    fab,
+    precision,
+    square,
+    system,
+    transfer,
+)
 from robustvision.noises.base import NOISES, Noise, NoiseKind, create_noise, list_noises
 
 __all__ = ["NOISES", "Noise", "NoiseKind", "create_noise", "list_noises"]

@@ -1,21 +1,28 @@
 """White-box gradient attacks in pixel space ([0, 1] images), behind the noise registry.
 
-FGSM (Goodfellow et al., 2015), PGD under l-inf, l2 and l1 (Madry et al., 2018; l1 by sparse steepest descent
-with projection on the l1 ball, Tramer & Boneh, 2019) and MIM (Dong et al., 2018). Every attack:
+FGSM (Goodfellow et al., 2015), PGD under l-inf, l2 and l1 (Madry et al., 2018; l1 by sparse steepest ascent,
+SLIDE of Tramer & Boneh, 2019, with the exact projection onto the intersection of the l1 ball and the [0, 1] box of
+Croce & Hein, 2021) and MIM (Dong et al., 2018). Every attack:
 
 - takes ``images`` ``N x C x H x W`` in [0, 1] and int64 ``labels``, and returns adversarial images in [0, 1]
   with ``||adv - images||_p <= eps`` per sample;
 - is re-entrant: the model's train/eval mode and ``requires_grad`` flags are restored in ``finally``;
-- draws its random start from the ``generator`` it is given, so a cell replays exactly.
+- draws every random number from the ``generator`` it is given (sample, then apply), so a cell replays exactly.
+
+Budgets follow RobustART (:data:`ROBUSTART_BUDGETS`, defined at 3 x 224 x 224) and are carried to other image
+sizes by :func:`scale_budget`: l-inf is per pixel and does not change, l2 scales with ``sqrt(d)`` and l1 with ``d``
+(``d = C * H * W``), which keeps the per-pixel RMS (l2) and mean (l1) perturbation of RobustART's budgets.
 
 Example:
     >>> attack = PGD(model, eps=8 / 255, norm="linf", steps=10)          # doctest: +SKIP
-    >>> adv = attack(images, labels)                                     # doctest: +SKIP
+    >>> adv = attack(images, labels, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -29,21 +36,64 @@ from robustvision.validation import check_labels
 Norm = Literal["linf", "l2", "l1"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")
 
+# RobustART's three budgets per norm ("small", "medium", "large"), for 3 x 224 x 224 images in [0, 1].
+ROBUSTART_BUDGETS: dict[str, tuple[float, float, float]] = {
+    "linf": (0.5 / 255, 2 / 255, 8 / 255),
+    "l2": (0.5, 2.0, 8.0),
+    "l1": (100.0, 400.0, 1600.0),
+}
+ROBUSTART_DIM = 3 * 224 * 224
+
+
+def scale_budget(eps: float, norm: str, image_shape: tuple[int, int, int]) -> float:
+    """Carry a budget defined at 3 x 224 x 224 to images of ``image_shape`` (C, H, W).
+
+    l-inf budgets are per pixel and unchanged; an l2 budget scales with ``sqrt(d / d_224)`` and an l1 budget with
+    ``d / d_224``, so a perturbation of the same per-pixel size gets the same verdict at every resolution.
+
+    Example:
+        >>> round(scale_budget(2.0, "l2", (3, 32, 32)), 4)
+        0.2857
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    d = math.prod(image_shape)
+    if norm == "linf":
+        return float(eps)
+    if norm == "l2":
+        return float(eps) * math.sqrt(d / ROBUSTART_DIM)
+    return float(eps) * d / ROBUSTART_DIM
+
+
+def robustart_budgets(norm: str, image_shape: tuple[int, int, int] = (3, 224, 224)) -> tuple[float, ...]:
+    """RobustART's three budgets for ``norm``, scaled to ``image_shape`` by :func:`scale_budget`."""
+    if norm not in ROBUSTART_BUDGETS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    return tuple(scale_budget(e, norm, image_shape) for e in ROBUSTART_BUDGETS[norm])
+
 
 @contextlib.contextmanager
 def attack_mode(model: nn.Module) -> Iterator[None]:
     """Put ``model`` in eval mode without parameter gradients; restore both afterwards, even on error."""
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        model.train(was_training)
+        for m, mode in modes:  # restore every submodule, not just the root (some wrappers freeze parts)
+            m.training = mode
+        model.training = was_training
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+def bview(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample vector to broadcast against a batch shaped like ``like``."""
+    return t.view(-1, *([1] * (like.dim() - 1)))
 
 
 def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -76,68 +126,144 @@ def project_l1_ball(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return out.view_as(delta)
 
 
+def project_l1_box(images: torch.Tensor, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Exact Euclidean projection of ``delta`` onto ``{d : ||d||_1 <= eps, 0 <= images + d <= 1}``.
+
+    The solution is ``d_i = sign(delta_i) * clip(|delta_i| - theta, 0, cap_i)`` with ``cap_i`` the room left in the
+    box in the direction of ``delta_i`` and ``theta >= 0`` the smallest value meeting the budget (KKT of the
+    separable problem). ``theta`` is found by bisection on the monotone budget function and the upper end is kept,
+    so the result is always feasible. Projecting on the ball and then clipping to the box (what l-inf and l2 may do)
+    wastes budget under l1; this is the projection APGD-l1 relies on ("Mind the box", Croce & Hein, 2021).
+
+    Args:
+        images: the centres ``x`` (``N x ...`` in [0, 1]).
+        delta: perturbations to project, same shape.
+        eps: l1 radius (a float or a per-sample tensor).
+    """
+    x = images.flatten(1)
+    d = delta.flatten(1)
+    cap = torch.where(d >= 0, 1 - x, x).clamp_min(0)
+    mag = d.abs()
+    eps_t = torch.as_tensor(eps, dtype=d.dtype, device=d.device).expand(d.shape[0]).clone()
+
+    def budget(theta: torch.Tensor) -> torch.Tensor:
+        return torch.minimum((mag - theta[:, None]).clamp_min(0), cap).sum(dim=1)
+
+    lo = torch.zeros_like(eps_t)
+    hi = mag.amax(dim=1)
+    inside = budget(lo) <= eps_t
+    for _ in range(40 if d.dtype == torch.float64 else 30):
+        mid = (lo + hi) / 2
+        over = budget(mid) > eps_t
+        lo = torch.where(over, mid, lo)
+        hi = torch.where(over, hi, mid)
+    theta = torch.where(inside, torch.zeros_like(hi), hi)
+    out = d.sign() * torch.minimum((mag - theta[:, None]).clamp_min(0), cap)
+    return out.view_as(delta)
+
+
 def project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     """Project perturbations onto the ``norm`` ball of radius ``eps``."""
     if norm == "linf":
         return delta.clamp(-eps, eps)
     if norm == "l2":
-        n = lp_norm(delta, "l2").clamp_min(1e-12).view(-1, *([1] * (delta.dim() - 1)))
-        return delta * torch.clamp(eps / n, max=1.0)
+        n = lp_norm(delta, "l2").clamp_min(1e-12)
+        return delta * bview(torch.clamp(eps / n, max=1.0), delta)
     if norm == "l1":
         return project_l1_ball(delta, eps)
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
 def random_start(shape: torch.Size, norm: str, eps: float, generator: torch.Generator | None) -> torch.Tensor:
-    """A uniform draw inside the ball (l-inf: uniform cube; l2/l1: random direction, radius uniform in [0, eps])."""
+    """A random start inside the ``norm`` ball, drawn as the reference attacks draw it.
+
+    l-inf: uniform in the cube (foolbox). l2: uniform in the ball, radius ``eps * U^(1/d)`` (foolbox's
+    ``uniform_l2_n_balls``). l1: a uniform direction on the l1 sphere (normalised exponentials with random signs)
+    at radius ``eps * sqrt(U)`` (ART's ``random_sphere(norm=1)``, which RobustART's PGD-l1 uses).
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
     if norm == "linf":
-        return (torch.rand(shape, generator=generator) * 2 - 1) * eps
+        return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * eps
+    n, d = shape[0], math.prod(shape[1:])
     if norm == "l2":
-        d = torch.randn(shape, generator=generator)
+        direction = torch.randn(shape, generator=generator, device=device)
+        radius = torch.rand(n, generator=generator, device=device) ** (1.0 / d)
+    elif norm == "l1":
+        mags = torch.empty(shape, device=device).exponential_(generator=generator)
+        signs = torch.randint(0, 2, shape, generator=generator, device=device) * 2 - 1
+        direction = mags * signs
+        radius = torch.rand(n, generator=generator, device=device).sqrt()
     else:
-        d = torch.empty(shape).exponential_(generator=generator) * torch.randint(0, 2, shape, generator=generator).mul(
-            2
-        ).sub(1)
-    d = d / lp_norm(d, norm).clamp_min(1e-12).view(-1, *([1] * (len(shape) - 1)))
-    r = torch.rand(shape[0], generator=generator).view(-1, *([1] * (len(shape) - 1)))
-    return d * r * eps
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    direction = direction / bview(lp_norm(direction, norm).clamp_min(1e-12), direction)
+    return direction * bview(radius, direction) * eps
 
 
-def steepest_step(grad: torch.Tensor, norm: str, step: float, l1_sparsity: float = 0.99) -> torch.Tensor:
+def steepest_step(
+    grad: torch.Tensor,
+    norm: str,
+    step: float,
+    l1_sparsity: float = 0.99,
+    adv: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The steepest-ascent step of length ``step`` under ``norm``.
 
-    For l1 the step is sparse: only the coordinates whose gradient magnitude lies in the top ``1 - l1_sparsity``
-    share move (Tramer & Boneh, 2019), spreading ``step`` over them, which is the l1 steepest-ascent direction
-    relaxed to several coordinates.
+    For l1 the step is SLIDE's sparse direction (Tramer & Boneh, 2019): the sign of the gradient on the coordinates
+    whose magnitude lies in the top ``1 - l1_sparsity`` share, normalised to l1 length ``step``. When ``adv`` is
+    given, coordinates that sit on the [0, 1] box and whose gradient points out of it are left out before the top-k
+    choice: a step there would be clipped away (on MNIST most pixels are exactly 0 or 1).
     """
-    shape = (-1, *([1] * (grad.dim() - 1)))
     if norm == "linf":
         return step * grad.sign()
     if norm == "l2":
-        return step * grad / lp_norm(grad, "l2").clamp_min(1e-12).view(shape)
+        return step * grad / bview(lp_norm(grad, "l2").clamp_min(1e-12), grad)
     if norm == "l1":
-        flat = grad.flatten(1)
+        g = grad
+        if adv is not None:
+            blocked = ((adv <= 0) & (grad < 0)) | ((adv >= 1) & (grad > 0))
+            g = grad.masked_fill(blocked, 0)
+        flat = g.flatten(1)
         k = max(1, int(round((1 - l1_sparsity) * flat.shape[1])))
         thresh = flat.abs().topk(k, dim=1).values[:, -1:]
-        mask = (flat.abs() >= thresh).to(grad.dtype)
+        mask = (flat.abs() >= thresh) & (flat != 0)
         direction = flat.sign() * mask
-        direction = direction / direction.abs().sum(dim=1, keepdim=True).clamp_min(1e-12)
+        direction = direction / direction.abs().sum(dim=1, keepdim=True).clamp_min(1.0)
         return (step * direction).view_as(grad)
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
 def clip_to_box_and_ball(images: torch.Tensor, adv: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Keep ``adv`` inside [0, 1] and inside the ball around ``images``.
+    """Keep ``adv`` inside [0, 1] and inside the ``norm`` ball around ``images``.
 
-    Projecting onto the ball and then clipping to the box can only shrink each coordinate of the perturbation
-    towards zero, so the result is inside both sets for every norm used here.
+    l-inf: the exact projection onto the intersection (the box and the cube are both coordinate-wise). l2: project
+    on the ball, then clip, which can only shrink each coordinate, so the result is feasible. l1: the exact
+    projection onto the intersection (:func:`project_l1_box`), which keeps the full budget usable.
     """
+    if norm == "l1":
+        return (images + project_l1_box(images, adv - images, eps)).clamp(0, 1)
     delta = project(adv - images, norm, eps)
     return (images + delta).clamp(0, 1)
 
 
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CW-style margin ``max_{j != y} z_j - z_y`` per sample (positive once misclassified)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return other - true
+
+
+def draw_seed(generator: torch.Generator | None) -> int:
+    """A 62-bit seed drawn from ``generator`` (or torch's global generator when None).
+
+    The iterative attacks with randomness inside their loop (APGD, Square, AutoAttack) draw one seed in
+    ``sample_params`` and build their own CPU generator from it in ``apply``: the cell replays exactly, on any device.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+
+
 class Attack(Noise):
-    """Base class of the gradient attacks: a :class:`Noise` of kind adversarial that needs a model.
+    """Base class of the attacks: a :class:`Noise` of kind adversarial that needs a model.
 
     Args:
         model: the model to attack; may be given here (``attack(images, labels)``) or per call.
@@ -150,8 +276,8 @@ class Attack(Noise):
     norm: str = "linf"
 
     def __init__(self, model: nn.Module | None = None, *, eps: float, loss: str = "ce") -> None:
-        if not eps >= 0:
-            raise ValueError(f"{self.name}: eps must be a non-negative number, got {eps!r}")
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0 or not math.isfinite(eps):
+            raise ValueError(f"{self.name}: eps must be a finite non-negative number, got {eps!r}")
         if self.norm == "linf" and eps > 1:
             raise ValueError(f"{self.name}: an l-inf eps of {eps} exceeds the [0, 1] pixel range")
         if loss not in ("ce", "margin"):
@@ -169,14 +295,13 @@ class Attack(Noise):
         """Per-sample loss to ascend."""
         if self.loss == "ce":
             return F.cross_entropy(logits, labels, reduction="none")
-        true = logits.gather(1, labels[:, None]).squeeze(1)
-        other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
-        return other - true
+        return margin_loss(logits, labels)
 
     def gradient(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = x.detach().requires_grad_(True)
-        loss = self.loss_fn(model(x), labels).sum()
-        (grad,) = torch.autograd.grad(loss, x)
+        with torch.enable_grad():
+            loss = self.loss_fn(model(x), labels).sum()
+            (grad,) = torch.autograd.grad(loss, x)
         return grad
 
     def sample_params(self, shape: torch.Size, generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -189,10 +314,11 @@ class Attack(Noise):
         if labels is None:
             raise ValueError(f"noise {self.name!r} needs the true labels")
         check_labels(labels, images.shape[0])
-        if self.eps == 0:
+        if self.eps == 0 or images.shape[0] == 0:
             return images.clone()
         with attack_mode(model):
-            return self.perturb(model, images.detach(), labels.to(images.device), params).detach()
+            adv = self.perturb(model, images.detach(), labels.to(images.device), params).detach()
+        return adv.to(images.dtype)
 
     def perturb(self, model, images, labels, params) -> torch.Tensor:
         raise NotImplementedError
@@ -202,7 +328,8 @@ class Attack(Noise):
 
 
 class FGSM(Attack):
-    """Fast Gradient Sign Method (Goodfellow et al., 2015): one l-inf step of size eps.
+    """Fast Gradient Sign Method (Goodfellow et al., 2015): one l-inf step of size eps (foolbox's
+    ``LinfFastGradientAttack``, no random start, as RobustART).
 
     Shape: ``N x C x H x W`` in [0, 1] -> same.
     """
@@ -216,12 +343,27 @@ class FGSM(Attack):
 class PGD(Attack):
     """Projected Gradient Descent (Madry et al., 2018) under the l-inf, l2 or l1 norm.
 
+    Defaults follow RobustART: 20 steps of ``rel_stepsize * eps`` with ``rel_stepsize = 3/40`` (foolbox's
+    ``LinfPGD``/``L2PGD`` as RobustART configures them; its ART PGD-l1 uses ``eps_step = 120`` for ``eps = 1600``,
+    the same 0.075) and a random start. Under l1 the step is SLIDE's sparse sign step (see :func:`steepest_step`)
+    followed by the exact projection onto the l1 ball intersected with the box; ART's dense l1-normalised gradient
+    step, which RobustART used, is far weaker and is not reproduced.
+
     Args:
-        eps: budget; steps: iterations; rel_stepsize: step as a fraction of eps (foolbox/RobustART default
-            0.075 = 3/40 for l-inf and l2; the l1 default follows ART's 120/1600); random_start: start
-            uniformly inside the ball; restarts: extra random restarts keeping each sample's worst case.
+        model: the model (or pass it per call).
+        eps: budget in ``norm``.
+        norm: ``linf``, ``l2`` or ``l1``.
+        steps: iterations.
+        rel_stepsize: step as a fraction of eps.
+        random_start: start uniformly inside the ball.
+        restarts: extra random restarts, keeping each sample's misclassified (else highest-loss) result.
+        l1_sparsity: share of coordinates left out of each l1 step (0.99: the top 1% move).
+        loss: ``ce`` or ``margin``.
 
     Shape: ``N x C x H x W`` in [0, 1] -> same, ``||adv - x||_p <= eps``.
+
+    Example:
+        >>> adv = PGD(model, eps=8 / 255, norm="linf")(images, labels)   # doctest: +SKIP
     """
 
     def __init__(
@@ -231,7 +373,7 @@ class PGD(Attack):
         eps: float,
         norm: Norm = "linf",
         steps: int = 20,
-        rel_stepsize: float | None = None,
+        rel_stepsize: float = 0.075,
         random_start: bool = True,
         restarts: int = 0,
         l1_sparsity: float = 0.99,
@@ -244,22 +386,28 @@ class PGD(Attack):
         super().__init__(model, eps=eps, loss=loss)
         if steps < 1:
             raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
+        if not rel_stepsize > 0:
+            raise ValueError(f"{self.name}: rel_stepsize must be > 0, got {rel_stepsize}")
+        if restarts < 0:
+            raise ValueError(f"{self.name}: restarts must be >= 0, got {restarts}")
+        if not 0 <= l1_sparsity < 1:
+            raise ValueError(f"{self.name}: l1_sparsity must lie in [0, 1), got {l1_sparsity}")
         self.steps = int(steps)
-        self.rel_stepsize = float(
-            rel_stepsize if rel_stepsize is not None else 2.5 / steps
-        )  # Madry et al.: 2.5 eps / steps
+        self.rel_stepsize = float(rel_stepsize)
         self.random_start = random_start
         self.restarts = int(restarts)
-        self.l1_sparsity = l1_sparsity
+        self.l1_sparsity = float(l1_sparsity)
 
     @property
     def params(self) -> dict[str, Any]:
+        extra = {"l1_sparsity": self.l1_sparsity} if self.norm == "l1" else {}
         return {
             **super().params,
             "steps": self.steps,
             "rel_stepsize": self.rel_stepsize,
             "random_start": self.random_start,
             "restarts": self.restarts,
+            **extra,
         }
 
     def sample_params(self, shape, generator=None):
@@ -270,30 +418,35 @@ class PGD(Attack):
     def perturb(self, model, images, labels, params):
         starts = params["starts"] or [torch.zeros_like(images)]
         best = images.clone()
-        best_loss = torch.full((images.shape[0],), float("-inf"), device=images.device)
+        best_score = torch.full((images.shape[0],), float("-inf"), device=images.device)
         step = self.rel_stepsize * self.eps
         for start in starts:
             adv = clip_to_box_and_ball(images, images + start.to(images.device), self.norm, self.eps)
             for _ in range(self.steps):
                 grad = self.gradient(model, adv, labels)
-                adv = clip_to_box_and_ball(
-                    images, adv + steepest_step(grad, self.norm, step, self.l1_sparsity), self.norm, self.eps
-                )
+                move = steepest_step(grad, self.norm, step, self.l1_sparsity, adv=adv)
+                adv = clip_to_box_and_ball(images, adv + move, self.norm, self.eps)
+            if len(starts) == 1:  # nothing to rank: skip the extra forward pass
+                return adv
             with torch.no_grad():
                 logits = model(adv)
                 # Rank restarts by misclassification first, then by loss.
                 score = self.loss_fn(logits, labels) + 1e6 * (logits.argmax(1) != labels).float()
-            better = score > best_loss
+            better = score > best_score
             best[better] = adv[better]
-            best_loss = torch.where(better, score, best_loss)
+            best_score = torch.where(better, score, best_score)
         return best
 
 
 class MIM(Attack):
     """Momentum Iterative Method (Dong et al., 2018) under l-inf, as RobustART's ``_mim_whitebox``.
 
+    The gradient is normalised by its mean absolute value before the momentum update, the step is the sign of the
+    momentum. RobustART fixes ``step_size = 0.002`` for every eps (0.25 eps per step at 8/255, a full eps at
+    0.5/255); here the default scales with eps to keep its 8/255 ratio (``1.25 * eps / steps`` with 20 steps).
+
     Args:
-        eps: l-inf budget; steps: iterations (20); step_size: per-step size (default eps/steps);
+        eps: l-inf budget; steps: iterations (20); step_size: per-step size (default ``1.25 * eps / steps``);
         decay: momentum decay factor (1.0); random_start: uniform start in the ball.
     """
 
@@ -311,8 +464,10 @@ class MIM(Attack):
         loss: str = "ce",
     ) -> None:
         super().__init__(model, eps=eps, loss=loss)
+        if steps < 1:
+            raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
         self.steps = int(steps)
-        self.step_size = float(step_size if step_size is not None else eps / max(1, steps) * 1.25)
+        self.step_size = float(step_size if step_size is not None else 1.25 * eps / steps)
         self.decay = float(decay)
         self.random_start = random_start
 
@@ -333,14 +488,25 @@ class MIM(Attack):
         momentum = torch.zeros_like(images)
         for _ in range(self.steps):
             grad = self.gradient(model, adv, labels)
-            grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            grad = grad / bview(grad.abs().flatten(1).mean(1).clamp_min(1e-12), grad)
             momentum = self.decay * momentum + grad
             adv = clip_to_box_and_ball(images, adv + self.step_size * momentum.sign(), "linf", self.eps)
         return adv
 
 
-NOISES.add("fgsm", FGSM, kind=NoiseKind.ADVERSARIAL, norm="linf")
-NOISES.add("pgd_linf", lambda model=None, **kw: PGD(model, norm="linf", **kw), kind=NoiseKind.ADVERSARIAL, norm="linf")
-NOISES.add("pgd_l2", lambda model=None, **kw: PGD(model, norm="l2", **kw), kind=NoiseKind.ADVERSARIAL, norm="l2")
-NOISES.add("pgd_l1", lambda model=None, **kw: PGD(model, norm="l1", **kw), kind=NoiseKind.ADVERSARIAL, norm="l1")
-NOISES.add("mim_linf", MIM, kind=NoiseKind.ADVERSARIAL, norm="linf")
+def _register() -> None:
+    adv = NoiseKind.ADVERSARIAL
+    NOISES.add("fgsm", FGSM, kind=adv, family="gradient", norm="linf", paper="Goodfellow et al. 2015")
+    for norm in NORMS:
+        NOISES.add(
+            f"pgd_{norm}",
+            functools.partial(PGD, norm=norm),
+            kind=adv,
+            family="gradient",
+            norm=norm,
+            paper="Madry et al. 2018" + (" + SLIDE (Tramer & Boneh 2019)" if norm == "l1" else ""),
+        )
+    NOISES.add("mim_linf", MIM, kind=adv, family="gradient", norm="linf", paper="Dong et al. 2018")
+
+
+_register()

@@ -1,0 +1,127 @@
+"""Per-click latency of the annotation server: HTTP round trip vs the bare predictor call, at 480x320.
+
+Starts the real server (uvicorn, 127.0.0.1, a free port) on a generated 480x320 photo-like image, opens the image
+(the per-image backbone work happens then, as in the tool), and times N clicks on the object through HTTP; the peer
+is the same predictor called directly in-process with the same clicks, measured in the same run.
+
+    python benchmarks/annotate_latency.py [--clicks 30] [--backends edgeflow grabcut]
+
+Target: median HTTP round trip under 150 ms on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+
+def make_image(folder: Path) -> Path:
+    """A 480x320 scene from scikit-image's astronaut photo with the person as the object."""
+    from skimage import data
+
+    img = cv2.resize(data.astronaut(), (480, 320), interpolation=cv2.INTER_AREA)
+    path = folder / "scene.png"
+    cv2.imwrite(str(path), img[:, :, ::-1])
+    return path
+
+
+def click_points(n: int, seed: int = 0) -> list[tuple[int, int, bool]]:
+    rng = np.random.default_rng(seed)
+    pts = [(150 + int(rng.integers(-40, 40)), 160 + int(rng.integers(-60, 60)), bool(i % 3 != 2)) for i in range(n)]
+    return pts
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clicks", type=int, default=30, help="clicks per backend (a new object every 5 clicks)")
+    parser.add_argument("--backends", nargs="+", default=None)
+    args = parser.parse_args()
+
+    import torch
+    import uvicorn
+
+    from robustvision.app.annotate.controller import AnnotationProject
+    from robustvision.app.annotate.server import create_app
+    from robustvision.segmentation.interactive import Click, create_predictor
+
+    torch.set_num_threads(2)
+    console = Console()
+    folder = Path(tempfile.mkdtemp(prefix="rv_annotate_bench_"))
+    image_path = make_image(folder)
+    image = cv2.imread(str(image_path))[:, :, ::-1].copy()
+    project = AnnotationProject(folder)
+    backends = args.backends or project.backends
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    points = click_points(args.clicks)
+    table = Table(title=f"Per-click latency at 480x320, {args.clicks} clicks, torch threads=2")
+    for col in ("backend", "HTTP median ms", "HTTP p95 ms", "direct median ms", "direct p95 ms", "HTTP overhead ms"):
+        table.add_column(col, justify="right" if "ms" in col else "left")
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for backend in backends:
+            try:
+                create_predictor(backend)
+            except (FileNotFoundError, ValueError, RuntimeError) as err:
+                console.print(f"[yellow]skip {backend}[/]: {err}")
+                continue
+            cid = f"bench-{backend}"
+            client.post("/api/session/backend", json={"client": cid, "backend": backend}).raise_for_status()
+            client.post("/api/session/open", json={"client": cid, "image": image_path.name}).raise_for_status()
+            http_ms = []
+            for i, (x, y, pos) in enumerate(points):
+                if i % 5 == 0:
+                    client.post("/api/session/reset", json={"client": cid}).raise_for_status()
+                t0 = time.perf_counter()
+                client.post(
+                    "/api/session/click", json={"client": cid, "x": x, "y": y, "positive": pos}
+                ).raise_for_status()
+                http_ms.append((time.perf_counter() - t0) * 1000)
+            predictor = create_predictor(backend)
+            predictor.set_image(image)
+            direct_ms, clicks = [], []
+            for i, (x, y, pos) in enumerate(points):
+                if i % 5 == 0:
+                    clicks = []
+                    predictor.reset()
+                clicks.append(Click(y, x, pos))
+                t0 = time.perf_counter()
+                predictor.predict(clicks)
+                direct_ms.append((time.perf_counter() - t0) * 1000)
+            hm, dm = statistics.median(http_ms), statistics.median(direct_ms)
+            table.add_row(
+                backend,
+                f"{hm:.1f}",
+                f"{percentile(http_ms, 95):.1f}",
+                f"{dm:.1f}",
+                f"{percentile(direct_ms, 95):.1f}",
+                f"{hm - dm:.1f}",
+            )
+    server.should_exit = True
+    thread.join(timeout=10)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

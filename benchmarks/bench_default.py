@@ -1,0 +1,117 @@
+"""Wall time and peak memory of the main job, ``robustvision bench`` (target: under 10 minutes on 2 CPU cores).
+
+Runs, each in a fresh process so peak memory (max RSS) is measured per step:
+
+1. ``ensure_zoo`` for the bench's zoo preset: trains the default zoo, or reuses the cache (reported as such);
+2. ``robustvision bench --preset <preset>`` into a fresh store, writing the report;
+3. the same command again: the resume path (every cell already stored, so it only plans and reports).
+
+It then prints the step times, the target, and where the evaluation time went (summed per noise kind from the
+store's per-cell timings).
+
+Usage::
+
+    python benchmarks/bench_default.py                   # the main job as `make bench` runs it
+    python benchmarks/bench_default.py --preset quick    # a fast smoke run
+    python benchmarks/bench_default.py --home /tmp/rv    # ROBUSTVISION_HOME holding (or receiving) the zoo
+
+Numbers depend on the machine and on what else runs on it; quote them with the hardware and the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_S = 600.0
+
+# Runs a command and reports its own wall time and its children's peak RSS on the last line of stdout.
+WRAPPER = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:]).returncode
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t,
+                  "max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def measured(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> dict:
+    with log.open("w") as fh:
+        out = subprocess.run(
+            [sys.executable, "-c", WRAPPER, *cmd], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=fh, text=True
+        )
+    lines = out.stdout.strip().splitlines()
+    stats = json.loads(lines[-1])
+    log.write_text(log.read_text() + "\n".join(lines[:-1]))
+    if stats["rc"] != 0:
+        raise SystemExit(f"step failed (exit {stats['rc']}): {' '.join(cmd)}\nsee {log}")
+    return stats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="default", choices=["quick", "default", "full"])
+    ap.add_argument("--home", default=None, help="ROBUSTVISION_HOME (default: the environment's or ~/.cache)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for the bench (0: torch's default)")
+    ap.add_argument("--workdir", default=None, help="where the store, report and logs go (default: a temp dir)")
+    ap.add_argument(
+        "--checkpoints", nargs="*", default=None, help="evaluate these checkpoints instead of the zoo (no zoo step)"
+    )
+    args = ap.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="rv_bench_default_"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "160"}
+    if args.home:
+        env["ROBUSTVISION_HOME"] = args.home
+    code = (
+        "from robustvision.bench.plan import load_config; from robustvision.bench.sources import zoo_entries;"
+        f"cfg = load_config({args.preset!r}); print(len(zoo_entries(cfg)), 'zoo members')"
+    )
+    if args.checkpoints:
+        zoo = {"seconds": 0.0, "max_rss_mb": 0.0}
+    else:
+        zoo = measured([sys.executable, "-c", code], env, work, work / "zoo.log")
+    bench_cmd = [sys.executable, "-m", "robustvision.cli", "bench", "--preset", args.preset]
+    for ck in args.checkpoints or []:
+        bench_cmd += ["--checkpoints", ck]
+    bench_cmd += ["--store", str(work / "bench.db"), "--out", str(work / "report.html")]
+    if args.threads:
+        bench_cmd += ["--threads", str(args.threads)]
+    first = measured(bench_cmd, env, work, work / "bench.log")
+    again = measured(bench_cmd, env, work, work / "resume.log")
+
+    sys.path.insert(0, str(ROOT))
+    from robustvision.bench.store import ResultsStore
+
+    with ResultsStore(work / "bench.db", create=False) as store:
+        cells = store.cells()
+    per_kind = cells.groupby("kind")["seconds"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+
+    import torch
+
+    print(f"\nmain job: robustvision bench --preset {args.preset}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{'step':<34}{'wall s':>10}{'peak RSS MB':>14}")
+    print(f"{'zoo (train or reuse)':<34}{zoo['seconds']:>10.1f}{zoo['max_rss_mb']:>14.0f}")
+    print(f"{'bench (evaluate + report)':<34}{first['seconds']:>10.1f}{first['max_rss_mb']:>14.0f}")
+    print(f"{'bench again (resume: all stored)':<34}{again['seconds']:>10.1f}{again['max_rss_mb']:>14.0f}")
+    total = zoo["seconds"] + first["seconds"]
+    verdict = "meets" if total <= TARGET_S else "misses"
+    print(f"zoo + bench: {total:.1f} s vs target {TARGET_S:.0f} s on 2 quiet cores ({verdict} it on this machine)")
+    print(f"\n{len(cells)} cells; evaluation seconds per noise kind (sum of per-cell timings):")
+    for kind, row in per_kind.iterrows():
+        print(f"  {kind:<12}{int(row['count']):>6} cells{row['sum']:>10.1f} s")
+    print(f"\nstore, report and logs: {work}")
+
+
+if __name__ == "__main__":
+    main()

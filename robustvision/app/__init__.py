@@ -1,0 +1,1 @@
+"""Applications built on the package (the browser annotation tool)."""

@@ -1,0 +1,360 @@
+"""The annotation tool's rules, independent of HTTP: images, labels, click sessions, objects, autosave, export.
+
+The click logic is the package's own (:mod:`robustvision.segmentation.interactive`): the same predictors and
+``Click`` records that the NoC benchmark uses.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from robustvision.app.annotate.geometry import check_polygons, mask_to_polygons
+from robustvision.app.annotate.labels import Label, read_labels, write_labels
+from robustvision.app.annotate.storage import AnnotationStore
+from robustvision.segmentation.interactive import PRED_THRESHOLD, Click, create_predictor, list_predictors
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+ANNOTATION_FOLDER = "annotations"
+DEFAULT_LABELS_FILE = "labels.txt"
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+BACKEND_PREFERENCE = ("edgeflow", "edgeflow_noedge", "grabcut", "random_walker")
+
+
+class NotFound(KeyError):
+    """An image, object or session that does not exist (HTTP 404)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class ImageRecord:
+    """One image of the folder with its annotation status (``unlabelled``, ``in_progress``, ``done``, ``error``)."""
+
+    name: str
+    status: str
+    objects: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "objects": self.objects, "error": self.error}
+
+
+def decode_rgb(data_or_path: bytes | Path) -> np.ndarray:
+    """Decode an image to ``H x W x 3`` uint8 RGB; ``ValueError`` when it is not a readable image."""
+    try:
+        src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+        with Image.open(src) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"image of {img.width}x{img.height} px exceeds the {MAX_IMAGE_PIXELS:,} px limit")
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"not a readable image: {err}") from err
+
+
+class AnnotationProject:
+    """A folder of images being annotated.
+
+    Args:
+        root: the image folder (``DIR``); annotations go to ``DIR/annotations/``.
+        labels_file: EISeg-style labels file (default ``DIR/labels.txt``).
+        backend: default segmentation backend (``edgeflow`` when its checkpoint is available).
+        device: where the networks run.
+    """
+
+    def __init__(
+        self, root: str | Path, labels_file: str | Path | None = None, backend: str | None = None, device: str = "cpu"
+    ) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {str(self.root)!r} does not exist")
+        self.annotations_dir = self.root / ANNOTATION_FOLDER
+        self.annotations_dir.mkdir(exist_ok=True)
+        self.store = AnnotationStore(self.annotations_dir)
+        self.labels_file = Path(labels_file) if labels_file else self.root / DEFAULT_LABELS_FILE
+        self._labels = read_labels(self.labels_file)
+        self.device = device
+        self.backends = [b for b in BACKEND_PREFERENCE if b in list_predictors()]
+        self.default_backend = backend or self._first_working_backend()
+        if self.default_backend not in list_predictors():
+            raise ValueError(f"unknown backend {self.default_backend!r}; known: {', '.join(list_predictors())}")
+        self._errors: dict[str, tuple[float, str | None]] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def _first_working_backend(self) -> str:
+        for name in self.backends:
+            try:
+                create_predictor(name, device=self.device)
+                return name
+            except (FileNotFoundError, ValueError, RuntimeError):
+                continue
+        raise RuntimeError("no interactive segmentation backend could be created")
+
+    # ------------------------------------------------------------------ images
+    def image_names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+    def image_path(self, name: str) -> Path:
+        """The file of a listed image. Anything else (other folders, ``..``, hidden files) is :class:`NotFound`."""
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+            raise NotFound(f"no image {name!r}")
+        path = (self.root / name).resolve()
+        if path.parent != self.root or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise NotFound(f"no image {name!r}")
+        return path
+
+    def image_error(self, name: str) -> str | None:
+        """Why an image cannot be opened (cached by modification time), or None."""
+        path = self.image_path(name)
+        mtime = path.stat().st_mtime
+        cached = self._errors.get(name)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                self._sizes[name] = (img.height, img.width)
+            error = None
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+            error = f"cannot read image: {err}"
+        self._errors[name] = (mtime, error)
+        return error
+
+    def load_image(self, name: str) -> np.ndarray:
+        path = self.image_path(name)
+        try:
+            image = decode_rgb(path)
+        except ValueError as err:
+            raise ValueError(f"image {name!r}: {err}") from err
+        self._sizes[name] = image.shape[:2]
+        return image
+
+    def image_size(self, name: str) -> tuple[int, int]:
+        if name not in self._sizes:
+            if self.image_error(name):
+                raise ValueError(f"image {name!r}: {self.image_error(name)}")
+        return self._sizes[name]
+
+    def list_images(self) -> list[ImageRecord]:
+        records = []
+        for name in self.image_names():
+            error = self.image_error(name)
+            if error:
+                records.append(ImageRecord(name, "error", error=error))
+                continue
+            try:
+                data = self.store.read(name)
+            except ValueError as err:
+                records.append(ImageRecord(name, "error", error=str(err)))
+                continue
+            n = len(data["objects"])
+            status = "done" if data.get("done") else ("in_progress" if n else "unlabelled")
+            records.append(ImageRecord(name, status, objects=n))
+        return records
+
+    def save_upload(self, filename: str, data: bytes) -> str:
+        """Store an uploaded image in the folder after checking its name, size and content."""
+        name = Path(filename or "").name
+        if not name or name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"uploads must be images ({', '.join(IMAGE_EXTENSIONS)}), got {filename!r}")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise OverflowError(f"upload of {len(data):,} bytes exceeds the {MAX_UPLOAD_BYTES:,}-byte limit")
+        decode_rgb(data)
+        target = self.root / name
+        if target.exists():
+            raise FileExistsError(f"an image named {name!r} already exists")
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        return name
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def labels(self) -> list[Label]:
+        return list(self._labels)
+
+    def set_labels(self, labels: list[Label]) -> None:
+        write_labels(self.labels_file, labels)
+        self._labels = list(labels)
+
+    def label_index(self, label: int) -> int:
+        if self._labels and label not in {lb.index for lb in self._labels}:
+            raise ValueError(f"unknown label index {label}; known: {[lb.index for lb in self._labels]}")
+        if not 1 <= label <= 254:
+            raise ValueError(f"label index must be in 1..254, got {label}")
+        return label
+
+    # ------------------------------------------------------------------ annotations
+    def annotation(self, name: str) -> dict[str, Any]:
+        h, w = self.image_size(name)
+        return self.store.read(name, w, h)
+
+    def save_object(
+        self, name: str, polygons: Any, label: int, object_id: str | None = None, clicks: list | None = None
+    ) -> dict[str, Any]:
+        """Create or replace one object (its polygons and label) and save the file atomically."""
+        h, w = self.image_size(name)
+        obj = {
+            "id": object_id or uuid.uuid4().hex[:12],
+            "label": self.label_index(int(label)),
+            "polygons": check_polygons(polygons, h, w),
+        }
+        if clicks is not None:
+            obj["clicks"] = clicks
+        data = self.store.upsert_object(name, obj, w, h)
+        return next(o for o in data["objects"] if o["id"] == obj["id"])
+
+    def delete_object(self, name: str, object_id: str) -> dict[str, Any]:
+        self.image_path(name)
+        try:
+            return self.store.delete_object(name, object_id)
+        except KeyError as err:
+            raise NotFound(str(err.args[0])) from err
+
+    def set_done(self, name: str, done: bool) -> dict[str, Any]:
+        h, w = self.image_size(name)
+        return self.store.set_done(name, done, w, h)
+
+
+@dataclass
+class _Step:
+    clicks: list[Click]
+    probs: np.ndarray
+
+
+@dataclass
+class ClickSession:
+    """One labeller's (one tab's) interaction with one image: clicks, undo/redo, the current mask.
+
+    Args:
+        project: the project the image belongs to.
+        backend: predictor name; the per-image backbone work is cached by the predictor.
+    """
+
+    project: AnnotationProject
+    backend: str = ""
+    image_name: str | None = None
+    history: list[_Step] = field(default_factory=list)
+    redo_stack: list[_Step] = field(default_factory=list)
+    predictor: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.backend = self.backend or self.project.default_backend
+        self.predictor = create_predictor(self.backend, device=self.project.device)
+
+    @property
+    def clicks(self) -> list[Click]:
+        return list(self.history[-1].clicks) if self.history else []
+
+    @property
+    def probs(self) -> np.ndarray | None:
+        return self.history[-1].probs if self.history else None
+
+    def set_backend(self, backend: str) -> None:
+        if backend not in list_predictors():
+            raise ValueError(f"unknown backend {backend!r}; known: {', '.join(list_predictors())}")
+        self.predictor = create_predictor(backend, device=self.project.device)
+        self.backend = backend
+        name, self.image_name = self.image_name, None
+        if name:
+            self.open(name)
+
+    def open(self, name: str) -> dict[str, Any]:
+        """Load an image into the predictor (its heavy per-image work happens here, once)."""
+        if name != self.image_name:
+            image = self.project.load_image(name)
+            self.predictor.set_image(image)
+            self.image_name = name
+        self.reset()
+        h, w = self.project.image_size(name)
+        return {"image": name, "width": w, "height": h, "annotation": self.project.annotation(name)}
+
+    def _require_image(self) -> str:
+        if self.image_name is None:
+            raise ValueError("open an image before clicking")
+        return self.image_name
+
+    def reset(self) -> None:
+        """Forget the clicks of the object in progress."""
+        self.history.clear()
+        self.redo_stack.clear()
+        if self.predictor is not None:
+            self.predictor.reset()
+
+    def click(self, x: int, y: int, positive: bool) -> np.ndarray:
+        """Add a click at pixel ``(x, y)`` and return the new probability map."""
+        name = self._require_image()
+        h, w = self.project.image_size(name)
+        if not (0 <= x < w and 0 <= y < h):
+            raise ValueError(f"click ({x}, {y}) lies outside the {w}x{h} image")
+        clicks = self.clicks + [Click(int(y), int(x), bool(positive))]
+        start = time.perf_counter()
+        probs = self.predictor.predict(clicks)
+        self.last_latency_ms = (time.perf_counter() - start) * 1000
+        self.history.append(_Step(clicks, probs))
+        self.redo_stack.clear()
+        return probs
+
+    def undo(self) -> np.ndarray | None:
+        if self.history:
+            self.redo_stack.append(self.history.pop())
+        return self.probs
+
+    def redo(self) -> np.ndarray | None:
+        if self.redo_stack:
+            self.history.append(self.redo_stack.pop())
+        return self.probs
+
+    def mask(self) -> np.ndarray | None:
+        return None if self.probs is None else self.probs > PRED_THRESHOLD
+
+    def finish(self, label: int, object_id: str | None = None) -> dict[str, Any]:
+        """Turn the current mask into a polygon object, save it, and start a new object."""
+        name = self._require_image()
+        mask = self.mask()
+        if mask is None or not mask.any():
+            raise ValueError("nothing to finish: the current mask is empty (click on the object first)")
+        polygons = mask_to_polygons(mask)
+        if not polygons:
+            raise ValueError("the current mask is too small to outline")
+        obj = self.project.save_object(
+            name, polygons, label, object_id=object_id, clicks=[c.to_dict() for c in self.clicks]
+        )
+        self.reset()
+        return obj
+
+
+class SessionPool:
+    """Click sessions by client id (one per browser tab), least recently used dropped beyond ``capacity``."""
+
+    def __init__(self, project: AnnotationProject, capacity: int = 16) -> None:
+        self.project = project
+        self.capacity = capacity
+        self._sessions: OrderedDict[str, ClickSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, client: str) -> ClickSession:
+        if not client or len(client) > 64:
+            raise ValueError("a client id of 1-64 characters is required")
+        with self._lock:
+            session = self._sessions.pop(client, None)
+            if session is None:
+                session = ClickSession(self.project)
+            self._sessions[client] = session
+            while len(self._sessions) > self.capacity:
+                self._sessions.popitem(last=False)
+            return session

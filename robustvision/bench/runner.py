@@ -1,0 +1,387 @@
+"""Run planned cells in-process or as Ray tasks, writing each finished cell to the results store.
+
+Cells are grouped into *units*: a model-independent noise setting (clean, natural, system, ImageNet-P) is one unit
+over every model, so the noisy images are made once and shown to each model; an adversarial cell is a unit of
+its own. A unit is a plain function of ``(unit, evaluation data, checkpoints, settings)``, so the local executor
+and Ray run exactly the same code and store the same numbers. The driver process is the only writer of the
+store: Ray workers return their records and never need database access.
+
+Resuming: cells whose ``(cell_key, config_hash)`` is already stored are dropped before running, and each cell is
+committed in its own transaction; killing a run loses at most the cells in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robustvision.bench.plan import CLEAN, IMAGENET_P, BenchConfig, Cell, ModelEntry, Plan, config_hash, plan_cells
+from robustvision.bench.store import CellRecord, ResultsStore
+from robustvision.errors import UserError
+from robustvision.runtime import make_generator, resolve_device
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Cells evaluated together: one model-independent noise setting for several models, or one attack cell."""
+
+    cells: tuple[Cell, ...]
+
+    @property
+    def label(self) -> str:
+        c = self.cells[0]
+        who = c.model + "/" + c.technique if len(self.cells) == 1 else f"{len(self.cells)} models"
+        return f"{c.noise}@{c.severity:.4g} ({who})"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What every unit needs besides its cells: device, batch size, torch threads."""
+
+    device: str = "cpu"
+    batch_size: int = 150
+    threads: int = 0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    planned: int
+    skipped_existing: int
+    written: int
+    seconds: float
+    plan: Plan
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------- grouping
+def make_units(cells: Iterable[Cell]) -> list[Unit]:
+    """Group cells into units, clean first, then natural/system settings, then attacks (plan order otherwise)."""
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        key = (c.noise, c.severity) if c.model_independent else (c.noise, c.severity, c.model, c.technique)
+        groups.setdefault(key, []).append(c)
+    order = {"clean": 0, "natural": 1, "system": 2, "adversarial": 3}
+    units = [Unit(tuple(g)) for g in groups.values()]
+    return sorted(units, key=lambda u: order.get(u.cells[0].kind, 4))
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+_MODEL_CACHE: dict[str, torch.nn.Module] = {}
+
+
+def _load_model(checkpoint: str, blob: tuple[bytes, bytes] | None, device: torch.device) -> torch.nn.Module:
+    """Load (and cache per process) a checkpoint, from its path or from ``(weights, card)`` bytes (Ray)."""
+    from robustvision.models.checkpoints import load_checkpoint
+
+    key = f"{checkpoint}|{device}"
+    if key not in _MODEL_CACHE:
+        path = Path(checkpoint)
+        if blob is not None and not path.is_file():
+            tmp = Path(tempfile.mkdtemp(prefix="rv_ckpt_"))
+            path = tmp / Path(checkpoint).name
+            path.write_bytes(blob[0])
+            path.with_suffix(".json").write_bytes(blob[1])
+        model, _ = load_checkpoint(path, device=device)
+        _MODEL_CACHE[key] = model.eval()
+    return _MODEL_CACHE[key]
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+    preds = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+
+
+def _noisy_images(cell: Cell, noise: Any, x: torch.Tensor, y: torch.Tensor, model, settings: EvalSettings, device):
+    """Apply ``noise`` batch by batch with the cell's generator (one generator per cell, drawn in batch order)."""
+    g = make_generator(cell.seed)
+    out = []
+    for i in range(0, len(x), settings.batch_size):
+        xb, yb = x[i : i + settings.batch_size].to(device), y[i : i + settings.batch_size].to(device)
+        out.append(noise(xb, yb, model=model, generator=g).detach().cpu())
+    return torch.cat(out)
+
+
+def evaluate_unit(
+    unit: Unit,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    blobs: dict[str, tuple[bytes, bytes]] | None,
+    settings: EvalSettings,
+) -> list[CellRecord]:
+    """Evaluate every cell of ``unit``; returns one :class:`CellRecord` per cell.
+
+    Args:
+        unit: the cells (they share noise and severity).
+        images, labels: the evaluation images (``N x C x H x W`` in [0, 1]) in evaluation order; cells use a prefix.
+        blobs: checkpoint bytes by path (Ray workers without the files), or ``None`` to read the paths.
+        settings: device, batch size, threads.
+    """
+    from robustvision.noises import create_noise
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    first = unit.cells[0]
+    n = first.n
+    x, y = images[:n], labels[:n]
+    records: list[CellRecord] = []
+    shared: torch.Tensor | None = None
+    sequence = None
+    noise = (
+        None
+        if first.noise == CLEAN or first.noise.startswith(IMAGENET_P)
+        else create_noise(first.noise, **first.kwargs)
+    )
+    wraps = bool(getattr(noise, "wraps_model", False))
+    for cell in unit.cells:
+        t0 = time.perf_counter()
+        model = _load_model(cell.checkpoint, (blobs or {}).get(cell.checkpoint), device)
+        params: dict[str, Any] = dict(cell.kwargs)
+        correct: np.ndarray | None
+        preds: np.ndarray | None
+        if cell.noise.startswith(IMAGENET_P):
+            from robustvision.bench.metrics import flip_probability
+            from robustvision.noises.perturbations import PERTURBATIONS, perturbation_sequence
+
+            name = cell.noise.split(":", 1)[1]
+            if sequence is None:
+                sequence = perturbation_sequence(
+                    x, name, frames=cell.kwargs["frames"], generator=make_generator(cell.seed)
+                )
+            frames = _predict(model, sequence.reshape(-1, *sequence.shape[2:]), settings.batch_size, device)
+            frames = frames.reshape(sequence.shape[0], sequence.shape[1])
+            fp = flip_probability(frames, noise=PERTURBATIONS[name].noise)
+            metrics = {"flip_probability_lower_better": fp}
+            correct, preds = frames[0] == y.numpy(), frames[-1]
+        else:
+            if noise is None:
+                xin, eval_model = x, model
+            elif wraps:
+                xin, eval_model = x, noise.wrap(model)
+                params.update(getattr(noise, "params", {}))
+            elif cell.model_independent:
+                if shared is None:
+                    shared = _noisy_images(cell, noise, x, y, None, settings, device)
+                xin, eval_model = shared, model
+            else:
+                xin, eval_model = _noisy_images(cell, noise, x, y, model, settings, device), model
+            if noise is not None:
+                params.update(getattr(noise, "params", {}))
+            preds = _predict(eval_model, xin, settings.batch_size, device)
+            correct = preds == y.numpy()
+            acc = float(correct.mean()) if len(correct) else float("nan")
+            name = (
+                "clean_accuracy"
+                if cell.noise == CLEAN
+                else "robust_accuracy"
+                if cell.kind == "adversarial"
+                else "accuracy"
+            )
+            metrics = {name: acc}
+            if cell.kind == "natural":
+                metrics["corruption_error_lower_better"] = 1.0 - acc
+        records.append(
+            CellRecord(
+                cell_key=cell.key,
+                config_hash=cell.config_hash,
+                dataset=cell.dataset,
+                model=cell.model,
+                technique=cell.technique,
+                noise=cell.noise,
+                kind=cell.kind,
+                severity=cell.severity,
+                seed=cell.seed,
+                n=len(y),
+                metrics=metrics,
+                level=cell.level,
+                family=cell.family,
+                params=params,
+                correct=correct,
+                predictions=preds,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+    return records
+
+
+# -------------------------------------------------------------------------------------------------- executors
+OnRecords = Callable[[Unit, list[CellRecord]], None]
+
+
+def run_local(units: list[Unit], images, labels, settings: EvalSettings, on_records: OnRecords) -> None:
+    """Evaluate the units one after another in this process (torch's thread count is restored afterwards)."""
+    threads = torch.get_num_threads()
+    try:
+        for unit in units:
+            on_records(unit, evaluate_unit(unit, images, labels, None, settings))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_ray_address(address: str, timeout: float = 3.0) -> None:
+    """Fail fast with one clear line when a ``host:port`` (or ``ray://host:port``) Ray address does not answer."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"Ray address {address!r} is not host:port (or ray://host:port, or auto)")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
+
+
+def _ray_task(unit, images, labels, blobs, settings):  # module level so Ray can pickle it by reference
+    return evaluate_unit(unit, images, labels, blobs, settings)
+
+
+def run_ray(
+    units: list[Unit],
+    images,
+    labels,
+    settings: EvalSettings,
+    on_records: OnRecords,
+    *,
+    workers: int,
+    address: str | None,
+) -> None:
+    """Evaluate the units as Ray tasks (a local Ray instance with ``workers`` CPUs, or the cluster at ``address``).
+
+    The driver ships the images and the checkpoint bytes through Ray's object store, so workers need neither
+    the data set nor the checkpoint files, only the ``robustvision`` package.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the Ray executor needs Ray: pip install 'ray>=2.9'") from None
+    if address:
+        check_ray_address(address)
+    started_here = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        try:
+            if address:  # a cluster's workers use their own install of robustvision
+                ray.init(address=address, **kwargs)
+            else:  # local workers import this very checkout, as the driver does
+                paths = [str(_package_root()), os.environ.get("PYTHONPATH", "")]
+                env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+                ray.init(num_cpus=workers, runtime_env={"env_vars": env}, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = address or f"a local Ray instance ({workers} CPUs)"
+            raise UserError(f"cannot start Ray on {where}: {str(err).splitlines()[0]}") from None
+        started_here = True
+    try:
+        checkpoints = sorted({c.checkpoint for u in units for c in u.cells})
+        blobs = {p: (Path(p).read_bytes(), Path(p).with_suffix(".json").read_bytes()) for p in checkpoints}
+        ref_images, ref_labels, ref_blobs = ray.put(images), ray.put(labels), ray.put(blobs)
+        task = ray.remote(num_cpus=1)(_ray_task)
+        worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1)
+        pending = {task.remote(u, ref_images, ref_labels, ref_blobs, worker_settings): u for u in units}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                unit = pending.pop(ref)
+                on_records(unit, ray.get(ref))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _package_root() -> Path:
+    import robustvision
+
+    return Path(robustvision.__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------------------ driver
+def load_eval_data(cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The test split in a seeded evaluation order (cells use prefixes of it, so AR/WCAR align by index)."""
+    from robustvision.data import create_dataset
+
+    ds = create_dataset(cfg.dataset, split="test", root=cfg.data_root, seed=cfg.seed)
+    x, y = ds.tensors()
+    order = torch.randperm(len(y), generator=make_generator(cfg.seed, "eval-order", cfg.dataset))
+    return x[order].contiguous(), y[order].contiguous(), ds
+
+
+def run_bench(
+    cfg: BenchConfig,
+    models: list[ModelEntry],
+    store: ResultsStore,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Plan, skip what is stored, run the rest with the configured executor and store every cell.
+
+    Args:
+        cfg: validated config.
+        models: model variants (from the zoo or checkpoints).
+        store: an open results store.
+        progress: called as ``progress(done_cells, total_cells, label)`` after each unit.
+        run_id: this invocation's id (default: a new one).
+    """
+    import robustvision
+    from robustvision.models.checkpoints import git_commit
+
+    t0 = time.perf_counter()
+    images, labels, ds = load_eval_data(cfg)
+    plan = plan_cells(
+        cfg, models, image_size=int(images.shape[-1]), channels=int(images.shape[1]), test_size=len(labels)
+    )
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    config = cfg.to_dict()
+    store.record_run(
+        run_id,
+        dataset=cfg.dataset,
+        preset=cfg.preset,
+        config=config,
+        config_hash=config_hash(config),
+        package_version=robustvision.__version__,
+        git_commit=git_commit(),
+    )
+    have = store.stored_cells((c.key, c.config_hash) for c in plan.cells)
+    todo = [c for c in plan.cells if (c.key, c.config_hash) not in have]
+    units = make_units(todo)
+    settings = EvalSettings(cfg.device, cfg.batch_size, cfg.threads)
+    resolve_device(cfg.device)  # a bad device fails before any work
+    written = 0
+    done = 0
+
+    def on_records(unit: Unit, records: list[CellRecord]) -> None:
+        nonlocal written, done
+        for rec in records:
+            written += int(store.write_cell(run_id, rec))
+        done += len(records)
+        if progress is not None:
+            progress(done, len(todo), unit.label)
+
+    if progress is not None:
+        progress(0, len(todo), "starting")
+    if cfg.executor == "ray":
+        run_ray(units, images, labels, settings, on_records, workers=cfg.workers, address=cfg.ray_address)
+    else:
+        run_local(units, images, labels, settings, on_records)
+    return RunSummary(
+        run_id=run_id,
+        planned=len(plan.cells),
+        skipped_existing=len(plan.cells) - len(todo),
+        written=written,
+        seconds=time.perf_counter() - t0,
+        plan=plan,
+        notes=list(plan.skipped),
+    )

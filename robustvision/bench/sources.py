@@ -1,0 +1,126 @@
+"""Where the benchmarked models come from: checkpoint files (with their model cards) or the default zoo.
+
+A checkpoint is a safetensors file with a JSON model card beside it (``robustvision.models.checkpoints``). The card
+names the architecture (``arch``), the family and the training ``technique``; the bench identifies a model variant
+by ``arch/technique`` and a checkpoint by the SHA-256 of its weights, so retraining a model makes new cells while
+re-running the same checkpoint resumes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from robustvision.bench.plan import BenchConfig, ModelEntry
+from robustvision.models.checkpoints import read_card
+
+_HASHES: dict[tuple[str, float, int], str] = {}
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file (cached by path, mtime and size)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime, st.st_size)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def entry_from_checkpoint(path: str | Path) -> ModelEntry:
+    """A :class:`ModelEntry` from a checkpoint and its card (clear errors for a missing or bad card)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    card = read_card(path)
+    if "arch" not in card:
+        raise ValueError(f"model card beside {str(path)!r} has no 'arch'")
+    name = str(card.get("name") or card["arch"])
+    return ModelEntry(
+        name=name,
+        technique=str(card.get("technique") or "standard"),
+        family=str(card.get("family") or ""),
+        checkpoint=str(path.resolve()),
+        checkpoint_hash=file_hash(path),
+    )
+
+
+def entries_from_paths(paths: Iterable[str | Path]) -> list[ModelEntry]:
+    """Entries for checkpoint files and for every ``*.safetensors`` (with a card) under given folders."""
+    out: list[ModelEntry] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*.safetensors") if f.with_suffix(".json").is_file())
+            if not files:
+                raise FileNotFoundError(f"no checkpoints (*.safetensors with a .json card) under {str(p)!r}")
+            out.extend(entry_from_checkpoint(f) for f in files)
+        else:
+            out.append(entry_from_checkpoint(p))
+    seen: dict[str, ModelEntry] = {}
+    for e in out:
+        if e.key in seen and seen[e.key].checkpoint_hash != e.checkpoint_hash:
+            raise ValueError(f"two different checkpoints claim {e.key!r}: {seen[e.key].checkpoint} and {e.checkpoint}")
+        seen.setdefault(e.key, e)
+    return list(seen.values())
+
+
+def _zoo_items(result: Any) -> list[tuple[Path, str | None, str | None]]:
+    """``(checkpoint, model name, technique)`` from what ``ensure_zoo`` returns: ``ZooCheckpoint`` tuples
+    ``(model_name, technique, checkpoint_path)``, plain paths, or objects/dicts with a checkpoint path."""
+    if isinstance(result, dict):
+        result = list(result.values())
+    items: list[tuple[Path, str | None, str | None]] = []
+    for item in result:
+        if isinstance(item, (str, Path)):
+            items.append((Path(item), None, None))
+            continue
+        get = item.get if isinstance(item, dict) else lambda k, _i=item: getattr(_i, k, None)
+        path = get("checkpoint_path") or get("checkpoint") or get("path")
+        if not path:
+            raise TypeError(f"ensure_zoo returned an entry without a checkpoint path: {item!r}")
+        items.append((Path(path), get("model_name"), get("technique")))
+    return items
+
+
+def zoo_entries(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[ModelEntry]:
+    """Train or reuse the default zoo (``robustvision.training.ensure_zoo``) and list its checkpoints."""
+    from robustvision.training import ensure_zoo
+
+    out = []
+    for path, name, technique in _zoo_items(ensure_zoo(cfg.zoo_preset, device=cfg.device)):
+        entry = entry_from_checkpoint(path)
+        out.append(replace(entry, name=name or entry.name, technique=technique or entry.technique))
+    return out
+
+
+def select_models(entries: list[ModelEntry], models: list[str], techniques: list[str]) -> list[ModelEntry]:
+    """Keep the entries named by ``models`` (``name`` or ``name/technique``) and ``techniques``; unknown names
+    are an error that suggests the close ones."""
+    names = sorted({e.name for e in entries} | {e.key for e in entries})
+    for m in models:
+        if m not in names:
+            close = difflib.get_close_matches(m, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"unknown model {m!r} among the benchmarked checkpoints{hint} (have: {', '.join(names)})")
+    known_t = sorted({e.technique for e in entries})
+    for t in techniques:
+        if t not in known_t:
+            close = difflib.get_close_matches(t, known_t, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"no checkpoint was trained with technique {t!r}{hint} (have: {', '.join(known_t)})")
+    out = [e for e in entries if not models or e.name in models or e.key in models]
+    return [e for e in out if not techniques or e.technique in techniques]
+
+
+def resolve_models(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[ModelEntry]:
+    """The model variants a config asks for: its checkpoints, or the default zoo; filtered by name/technique."""
+    entries = entries_from_paths(cfg.checkpoints) if cfg.checkpoints else zoo_entries(cfg, log)
+    return select_models(entries, cfg.models, cfg.techniques)

@@ -1,0 +1,130 @@
+"""``robustvision bench``: the main job. Train or reuse the default zoo, run the noise suite, store, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from robustvision.commands import user_errors
+from robustvision.commands.results import STORE_HELP, leaderboard_table
+
+console = Console()
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Options given as repeated flags and/or comma-separated lists."""
+    if values is None:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def bench(
+    preset: str = typer.Option("default", "--preset", help="quick | default | full."),
+    models: list[str] | None = typer.Option(None, "--models", help="Models to keep (name or name/technique)."),
+    techniques: list[str] | None = typer.Option(None, "--techniques", help="Training techniques to keep."),
+    noises: list[str] | None = typer.Option(
+        None,
+        "--noises",
+        help="Noise selectors: names, globs, kinds (adversarial, natural, system), name@v1,v2 (e.g. pgd_linf@8/255, "
+        "fog@1,5), imagenet_p[:name]. Default: the preset's suite.",
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", help="Data set (robustvision data list); default digits."),
+    data_root: str | None = typer.Option(None, "--root", help="Folder of the data set, for those that need one."),
+    checkpoints: list[str] | None = typer.Option(
+        None, "--checkpoints", help="Checkpoint files or folders to evaluate instead of the default zoo."
+    ),
+    n_examples: int | None = typer.Option(None, "--n-examples", help="Test images per cell (0 = all)."),
+    n_adversarial: int | None = typer.Option(None, "--n-adversarial", help="Test images per attack cell."),
+    attack_steps: int | None = typer.Option(None, "--attack-steps", help="Iterations of PGD/MIM."),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed (every cell's seed derives from it)."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP + " Default runs/robustvision.db."),
+    executor: str | None = typer.Option(None, "--executor", help="local (in-process) or ray."),
+    workers: int | None = typer.Option(None, "--workers", help="CPUs of the local Ray instance."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads per process (0 = torch's default)."),
+    out: str | None = typer.Option(None, "--out", help="Report to write (default report.html; '' for none)."),
+    baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file of bench config fields."),
+) -> None:
+    """Benchmark models against adversarial, natural and system noise; store every number; write the report.
+
+    With no arguments: trains or reuses the default zoo on digits, runs the default suite (clean, FGSM, PGD at
+    RobustART's budgets, MIM, every ImageNet-C corruption at severities 1/3/5, every system noise, ImageNet-P
+    flip rates), prints the leaderboard and writes report.html. Re-running resumes: stored cells are skipped.
+    """
+    from robustvision.bench.plan import load_config, noise_settings, split_selectors
+    from robustvision.bench.report import write_report
+    from robustvision.bench.runner import check_ray_address, load_eval_data, run_bench
+    from robustvision.bench.sources import resolve_models
+    from robustvision.bench.store import ResultsStore
+    from robustvision.bench.summary import summarize
+
+    with user_errors():
+        cfg = load_config(
+            preset,
+            config,
+            models=_split(models),
+            techniques=_split(techniques),
+            noises=split_selectors(noises) if noises is not None else None,
+            dataset=dataset,
+            data_root=data_root,
+            checkpoints=_split(checkpoints),
+            n_examples=n_examples,
+            n_adversarial=n_adversarial,
+            attack_steps=attack_steps,
+            seed=seed,
+            store=store,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+            device=device,
+            threads=threads,
+            out=out,
+            baseline=baseline,
+        )
+        if cfg.ray_address and cfg.executor != "ray":
+            raise ValueError("--ray-address needs --executor ray")
+        if cfg.executor == "ray" and cfg.ray_address:
+            check_ray_address(cfg.ray_address)
+        # Validate the noise list (budgets, severities, names) on the data set before any training or writing.
+        images, _, _ = load_eval_data(cfg)
+        noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]))
+        with ResultsStore(cfg.store) as rs:  # opened first: a bad store fails before any training
+            entries = resolve_models(cfg, log=lambda msg: console.print(f"[yellow]{msg}[/]"))
+            console.print(
+                f"bench [bold]{cfg.preset}[/] on [bold]{cfg.dataset}[/]: {len(entries)} model variants, "
+                f"executor {cfg.executor}, store {rs.display_url}"
+            )
+            columns = (
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=console, transient=False) as bar:
+                task = bar.add_task("cells", total=None)
+
+                def progress(done: int, total: int, label: str) -> None:
+                    bar.update(task, completed=done, total=max(total, 1), description=f"cells: {label}")
+
+                summary_run = run_bench(cfg, entries, rs, progress=progress)
+            for note in summary_run.notes:
+                console.print(f"[yellow]skipped[/]: {note}")
+            console.print(
+                f"run {summary_run.run_id}: {summary_run.planned} cells planned, {summary_run.skipped_existing} "
+                f"already stored, {summary_run.written} written in {summary_run.seconds:.1f} s"
+            )
+            summary = summarize(rs, dataset=cfg.dataset, baseline=cfg.baseline)
+            keys = {m.key for m in entries}
+            board = summary.leaderboard
+            if not board.empty:
+                summary.leaderboard = board[(board["model"] + "/" + board["technique"]).isin(keys)]
+            console.print(leaderboard_table(summary, title=f"robustvision bench ({cfg.dataset})", width=console.width))
+            if cfg.out:
+                path = write_report(rs, cfg.out, dataset=cfg.dataset, baseline=cfg.baseline)
+                console.print(f"report: {path}")

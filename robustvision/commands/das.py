@@ -1,0 +1,346 @@
+"""``robustvision das``: render the car data set, train the targets, optimise and evaluate camouflage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from robustvision.commands import user_errors
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+DEFAULT_MODELS = "das_resnet,das_vit,das_mixer"
+
+
+def _assets(mesh: str | None, faces: str | None, seed_texture: str | None, edge: str | None, procedural: bool):
+    from robustvision.physical.dataset import load_car_assets
+
+    return load_car_assets(mesh, faces, seed_texture, edge, procedural=procedural)
+
+
+@app.command()
+def dataset(
+    out: Path = typer.Option(Path("runs/das"), help="Output folder (writes train.pt and test.pt)."),
+    train_size: int = typer.Option(1000, help="Training images."),
+    test_size: int = typer.Option(300, help="Test images."),
+    image_size: int = typer.Option(64, help="Image side in pixels."),
+    mesh: str | None = typer.Option(None, help="Mesh file (default: the DAS Audi when present, else generated)."),
+    faces: str | None = typer.Option(None, help="Paintable face ids, 1-based (default: DAS all_faces.txt)."),
+    procedural: bool = typer.Option(False, help="Use the generated car even when the Audi is present."),
+    backgrounds: str | None = typer.Option(None, help="Folder of background photos."),
+    random_paint: float = typer.Option(0.5, help="Fraction of car images with random paint."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Render car-vs-not-car images over real backgrounds (car: original or random paint)."""
+    with user_errors():
+        from robustvision.physical.dataset import load_backgrounds, render_car_dataset
+
+        assets = _assets(mesh, faces, None, None, procedural)
+        bgs = load_backgrounds(backgrounds)
+        out.mkdir(parents=True, exist_ok=True)
+        for split, n, s in (("train", train_size, seed), ("test", test_size, seed + 1)):
+            with Progress(console=console) as bar:
+                task = bar.add_task(f"rendering {split}", total=n)
+                data = render_car_dataset(
+                    assets,
+                    n,
+                    image_size,
+                    seed=s,
+                    backgrounds=bgs,
+                    random_paint=random_paint,
+                    progress=lambda i, t=task: bar.advance(t),
+                )
+            data["meta"] = {"mesh": assets.name, "image_size": image_size, "seed": s}
+            torch.save(data, out / f"{split}.pt")
+        console.print(f"wrote {out / 'train.pt'} and {out / 'test.pt'} ({assets.name})")
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(Path("runs/das"), help="Folder with train.pt/test.pt from `das dataset`."),
+    models: str = typer.Option(DEFAULT_MODELS, help="Comma-separated target architectures."),
+    detector: bool = typer.Option(True, help="Also train the one-box car detector."),
+    epochs: int = typer.Option(8, help="Epochs."),
+    lr: float = typer.Option(2e-3, help="AdamW learning rate."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Train car classifiers (one per family) and the car detector; writes <data>/models/*.safetensors."""
+    with user_errors():
+        from robustvision.physical.evaluation import average_precision, car_accuracy
+        from robustvision.physical.targets import build_classifier, build_detector, save_model
+        from robustvision.physical.train import TrainConfig, box_iou, predict, train_classifier, train_detector
+        from robustvision.runtime import resolve_device
+
+        tr, te = _load_split(data, "train"), _load_split(data, "test")
+        size = tr["images"].shape[-1]
+        dev = str(resolve_device(device))
+        cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, device=dev)
+        summary = {}
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        for name in names:
+            torch.manual_seed(seed)
+            model = build_classifier(name, 2, size)
+            with Progress(console=console) as bar:
+                task = bar.add_task(f"training {name}", total=None)
+                stats = train_classifier(
+                    model,
+                    tr["images"],
+                    tr["labels"],
+                    cfg,
+                    progress=lambda s, t, loss, k=task: bar.update(k, completed=s, total=t),
+                )
+            model.cpu()
+            acc = float((predict(model, te["images"]).argmax(1) == te["labels"]).float().mean())
+            cars = te["labels"] == 1
+            painted = te["painted"] & cars
+            acc_orig = car_accuracy(model, te["images"][cars & ~te["painted"]])
+            acc_rand = car_accuracy(model, te["images"][painted])
+            row = {"test_acc": acc, "car_acc_original_paint": acc_orig, "car_acc_random_paint": acc_rand, **stats}
+            save_model(
+                model,
+                data / "models" / f"{name}.safetensors",
+                {
+                    "kind": "classifier",
+                    "arch": name,
+                    "family": model.family,
+                    "num_classes": 2,
+                    "image_size": size,
+                    "classes": ["not_car", "car"],
+                    **row,
+                },
+            )
+            summary[name] = row
+            console.print(f"{name}: test acc {acc:.3f}, car acc original {acc_orig:.3f} / random paint {acc_rand:.3f}")
+        if detector:
+            torch.manual_seed(seed)
+            det = build_detector(size)
+            with Progress(console=console) as bar:
+                task = bar.add_task("training detector", total=None)
+                train_detector(
+                    det,
+                    tr["images"],
+                    tr["labels"],
+                    tr["boxes"],
+                    cfg,
+                    progress=lambda s, t, loss, k=task: bar.update(k, completed=s, total=t),
+                )
+            det.cpu()
+            out = predict(det, te["images"])
+            cars = te["labels"] == 1
+            tp = torch.zeros(len(out), dtype=torch.bool)
+            tp[cars] = box_iou(det.boxes(out[cars], size), te["boxes"][cars]) >= 0.5
+            ap = average_precision(out[:, 0], tp, int(cars.sum()))
+            save_model(
+                det,
+                data / "models" / "detector.safetensors",
+                {"kind": "detector", "arch": "das_detector", "image_size": size, "test_ap50": ap},
+            )
+            summary["detector"] = {"test_ap50": ap}
+            console.print(f"detector: test AP@0.5 {ap:.3f}")
+        (data / "models" / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _load_split(folder: Path, split: str) -> dict:
+    path = folder / f"{split}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `robustvision das dataset --out {folder}` first")
+    return torch.load(path, weights_only=True)
+
+
+@app.command()
+def optimize(
+    model: str = typer.Option(
+        ..., help="Target: a checkpoint from `das train`, or a zoo name such as timm:resnet50 (with --pretrained)."
+    ),
+    pretrained: bool = typer.Option(False, help="Zoo models: load the library's ImageNet weights (downloads)."),
+    image_size: int = typer.Option(224, help="Zoo models: input size."),
+    car_classes: str = typer.Option(
+        "", help="Comma-separated 'car' class ids (default: 1 for `das train` models, DAS's 7 ImageNet car classes)."
+    ),
+    out: Path = typer.Option(Path("runs/das/attack"), help="Output folder."),
+    mesh: str | None = typer.Option(None, help="Mesh file (default: the DAS Audi when present)."),
+    faces: str | None = typer.Option(None, help="Paintable face ids, 1-based."),
+    seed_texture: str | None = typer.Option(None, help="Seed pattern image (default: DAS smile.jpg)."),
+    edge: str | None = typer.Option(None, help="Edge mask of the seed (default: smile_edge.jpg or Canny)."),
+    procedural: bool = typer.Option(False, help="Attack the generated car."),
+    mode: str = typer.Option("das", help="das or naive (classification loss only)."),
+    texture: str = typer.Option("cube", help="cube (NMR texture cubes) or uv (atlas)."),
+    views: int = typer.Option(48, help="Training views."),
+    steps: int = typer.Option(100, help="Optimisation steps."),
+    batch_size: int = typer.Option(8, help="Views per step."),
+    lr: float = typer.Option(0.05, help="Adam learning rate."),
+    content_weight: float = typer.Option(1e-4, help="lambda of the seed-content loss (DAS: 1e-4 for 309 faces)."),
+    cls_weight: float = typer.Option(1.0, help="Weight of the targeted 'not car' loss in DAS mode."),
+    eval_views: int = typer.Option(32, help="Held-out views for metrics.json."),
+    seed: int = typer.Option(2333, help="Random seed."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Optimise a camouflage texture; writes texture.pt, gallery PNGs + index.html and metrics.json."""
+    with user_errors():
+        from robustvision.physical.attack import AttackConfig, optimize_texture
+        from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
+        from robustvision.physical.evaluation import evaluate_texture
+        from robustvision.physical.report import write_gallery
+        from robustvision.physical.texture import create_texture
+        from robustvision.runtime import resolve_device
+
+        clf, card = _target(model, pretrained, image_size)
+        size = card["image_size"]
+        cars = tuple(int(c) for c in car_classes.split(",") if c.strip()) or tuple(card["car_classes"])
+        assets = _assets(mesh, faces, seed_texture, edge, procedural)
+        bgs = load_backgrounds()
+        train_views = make_views(assets.mesh, views, size, bgs, generator=torch.Generator().manual_seed(seed))
+        test_views = make_views(assets.mesh, eval_views, size, bgs, generator=torch.Generator().manual_seed(seed + 1))
+        dev = str(resolve_device(device))
+        cfg = AttackConfig(
+            mode=mode,  # type: ignore[arg-type]
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            texture=texture,  # type: ignore[arg-type]
+            seed=seed,
+            device=dev,
+            car_classes=cars,
+        )
+        cfg.weights.content = content_weight
+        cfg.weights.classification = cls_weight
+        clf.to(dev)
+        with Progress(console=console) as bar:
+            task = bar.add_task(f"{mode} attack on {card['arch']}", total=steps)
+            result = optimize_texture(
+                clf,
+                assets,
+                train_views,
+                cfg,
+                backgrounds=bgs,
+                progress=lambda s, row: bar.update(task, completed=s + 1),
+            )
+        clf.cpu()
+        out.mkdir(parents=True, exist_ok=True)
+        seed_tex = create_texture(texture, assets.mesh, _seed_init(assets, cfg), cube_size=cfg.cube_size)
+        torch.save(
+            {
+                "kind": texture,
+                "state": result.texture.state_dict(),
+                "config": cfg.__dict__ | {"weights": cfg.weights.__dict__},
+                "mesh": assets.name,
+            },
+            out / "texture.pt",
+        )
+        metrics = {
+            "model": card["arch"],
+            "seconds_per_step": result.seconds_per_step,
+            "final_losses": result.history[-1],
+            "original": evaluate_texture(
+                original_texture(assets.mesh), test_views, {card["arch"]: clf}, car_classes=cars
+            ),
+            "seed": evaluate_texture(seed_tex, test_views, {card["arch"]: clf}, car_classes=cars),
+            "attacked": evaluate_texture(
+                result.texture, test_views, {card["arch"]: clf}, seed_texture=seed_tex, car_classes=cars
+            ),
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "history.json").write_text(json.dumps(result.history))
+        write_gallery(
+            out,
+            test_views,
+            {"original": original_texture(assets.mesh), "seed": seed_tex, mode: result.texture},
+            {card["arch"]: clf},
+            car_classes=cars,
+        )
+        console.print(json.dumps(metrics, indent=2))
+
+
+# DAS test.py: ImageNet cab, convertible, jeep, sports car, grille, racer, limousine
+DAS_IMAGENET_CAR_CLASSES = (468, 511, 609, 817, 581, 751, 627)
+
+
+def _target(model: str, pretrained: bool, image_size: int):
+    """A checkpoint written by `das train`, or a zoo model (ImageNet head) by name."""
+    from robustvision.physical.targets import load_model
+
+    if Path(model).suffix == ".safetensors" or Path(model).is_file():
+        clf, card = load_model(model)
+        return clf, card | {"car_classes": [1]}
+    try:
+        from robustvision.models import create_model
+    except ImportError as err:
+        raise ValueError(f"{model!r} is not a checkpoint file and the model zoo is not available") from err
+    clf = create_model(model, num_classes=1000, image_size=image_size, pretrained=pretrained).eval()
+    return clf, {"arch": model, "image_size": image_size, "car_classes": list(DAS_IMAGENET_CAR_CLASSES)}
+
+
+def _seed_init(assets, cfg):
+    import torch.nn.functional as F
+
+    if cfg.texture == "uv":
+        return F.interpolate(assets.seed[None], size=(cfg.atlas_size,) * 2, mode="bilinear", align_corners=False)[0]
+    return assets.seed
+
+
+@app.command()
+def evaluate(
+    texture: str = typer.Option(..., help="texture.pt from `das optimize` ('original' or 'seed' for baselines)."),
+    models: str = typer.Option(..., help="Comma-separated classifier/detector checkpoints (.safetensors)."),
+    mesh: str | None = typer.Option(None, help="Mesh file (default: the DAS Audi when present)."),
+    faces: str | None = typer.Option(None, help="Paintable face ids, 1-based."),
+    procedural: bool = typer.Option(False, help="Use the generated car."),
+    views: int = typer.Option(100, help="Held-out views."),
+    seed: int = typer.Option(7, help="Seed of the held-out views."),
+    out: Path | None = typer.Option(None, help="Write the metrics as JSON here."),
+) -> None:
+    """Measure a texture's car accuracy on any models (and AP@0.5 of a detector) on held-out views."""
+    with user_errors():
+        from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
+        from robustvision.physical.evaluation import evaluate_texture
+        from robustvision.physical.targets import load_model
+        from robustvision.physical.texture import create_texture
+
+        assets = _assets(mesh, faces, None, None, procedural)
+        classifiers, detector, size = {}, None, None
+        for path in [m.strip() for m in models.split(",") if m.strip()]:
+            m, card = load_model(path)
+            size = card["image_size"]
+            if card.get("kind") == "detector":
+                detector = m
+            else:
+                classifiers[card["arch"]] = m
+        if size is None:
+            raise ValueError("no model given")
+        seed_tex = create_texture("cube", assets.mesh, assets.seed)
+        if texture == "original":
+            tex = original_texture(assets.mesh)
+        elif texture == "seed":
+            tex = seed_tex
+        else:
+            tex = load_texture(texture, assets)
+        vs = make_views(assets.mesh, views, size, load_backgrounds(), generator=torch.Generator().manual_seed(seed))
+        metrics = evaluate_texture(tex, vs, classifiers, detector=detector, seed_texture=seed_tex)
+        console.print(json.dumps(metrics, indent=2))
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(metrics, indent=2))
+
+
+def load_texture(path: str, assets):
+    """Rebuild a texture saved by ``das optimize``."""
+    from robustvision.physical.texture import create_texture
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"texture file not found: {p}")
+    blob = torch.load(p, weights_only=True)
+    cfg = blob["config"]
+    init = _seed_init(assets, type("C", (), cfg))
+    tex = create_texture(blob["kind"], assets.mesh, init, cube_size=cfg.get("cube_size", 6))
+    if tex.param.shape != blob["state"]["param"].shape:
+        raise ValueError(f"{p} was optimised for another mesh or face list ({blob.get('mesh')})")
+    tex.load_state_dict(blob["state"])
+    return tex.eval()

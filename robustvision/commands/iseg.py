@@ -1,0 +1,157 @@
+"""``robustvision iseg``: train EdgeFlow, evaluate NoC, predict a mask from clicks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from robustvision.commands import user_errors
+
+app = typer.Typer(no_args_is_help=True, help="Interactive segmentation (EdgeFlow): train, evaluate, predict.")
+console = Console()
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors; the model card goes beside it)."),
+    steps: int = typer.Option(1000, help="Optimisation steps."),
+    batch_size: int = typer.Option(8, help="Samples per step."),
+    crop: int = typer.Option(160, help="Square training crop side."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (cosine decay)."),
+    seed: int = typer.Option(0, help="Seed of the run."),
+    width: int = typer.Option(8, help="Backbone width (18 = HRNet-W18 branch widths)."),
+    max_next_clicks: int = typer.Option(3, help="Most simulated iterative clicks per batch (RITM: 3)."),
+    minutes: float = typer.Option(0.0, help="Wall-clock cap in minutes (0 = none); stops early and records it."),
+    no_edge_flow: bool = typer.Option(False, "--no-edge-flow", help="Train the RITM-style ablation instead."),
+    train_set: str = typer.Option("synthetic", help="synthetic (no download) or sbd (needs --root)."),
+    root: Path = typer.Option(None, help="Data root for --train-set sbd."),
+    threads: int = typer.Option(1, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Train EdgeFlow (or the --no-edge-flow ablation) with simulated iterative clicks."""
+    with user_errors():
+        from robustvision.segmentation.interactive.model import EdgeFlowConfig
+        from robustvision.segmentation.interactive.training import TrainConfig, train_edgeflow
+
+        if out.suffix != ".safetensors":
+            raise ValueError(f"--out must end in .safetensors, got {out}")
+        cfg = TrainConfig(
+            steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
+            minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
+            model=EdgeFlowConfig(width=width, edge_flow=not no_edge_flow),
+        )  # fmt: skip
+        with Progress(console=console) as progress:
+            task = progress.add_task("training", total=steps)
+
+            def log(step: int, row: dict) -> None:
+                progress.update(task, completed=step)
+                progress.console.print(
+                    f"step {step}  loss {row.get('loss', 0):.4f}  train IoU {row.get('iou', 0):.3f}  {row['seconds']}s"
+                )
+
+            card = train_edgeflow(cfg, out, device=device, log=log)
+        console.print(f"wrote {out} ({card['steps_done']} steps, {card['wall_seconds']} s)")
+
+
+def _samples(dataset: str, root: Path | None, limit: int | None):
+    from robustvision.segmentation.interactive.data import load_iseg_dataset
+
+    return load_iseg_dataset(dataset, root, limit)
+
+
+@app.command()
+def evaluate(
+    predictor: list[str] = typer.Option(
+        ["edgeflow"], "--predictor", "-p", help="Predictor name(s): edgeflow, edgeflow_noedge, grabcut, random_walker."
+    ),
+    checkpoint: Path = typer.Option(None, help="Checkpoint for a learned predictor (default: the shipped one)."),
+    dataset: str = typer.Option("grabcut", help="grabcut, berkeley, davis or sbd."),
+    root: Path = typer.Option(None, help="Data set root (grabcut defaults to ../shared/data/grabcut)."),
+    max_clicks: int = typer.Option(20, help="Click budget per instance."),
+    limit: int = typer.Option(None, help="Evaluate only the first N instances."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
+    threads: int = typer.Option(2, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """NoC@85/90 and IoU@1/3/5 with RITM's simulated user, plus per-click latency."""
+    with user_errors():
+        import torch
+
+        from robustvision.segmentation.interactive import create_predictor, evaluate_dataset
+
+        torch.set_num_threads(threads)
+        samples = _samples(dataset, root, limit)
+        if checkpoint is not None and len(predictor) > 1:
+            raise ValueError("--checkpoint applies to one predictor; pass a single --predictor")
+        rows = []
+        for name in predictor:
+            p = create_predictor(name, checkpoint=checkpoint, device=device)
+            with Progress(console=console) as progress:
+                task = progress.add_task(name, total=len(samples))
+                summary = evaluate_dataset(
+                    p, samples, max_clicks=max_clicks, progress=lambda r, t=task: progress.advance(t)
+                )
+            rows.append(summary.as_row())
+        table = Table(title=f"{dataset}: {len(samples)} instances, RITM clicker, max {max_clicks} clicks")
+        for key in rows[0]:
+            table.add_column(key)
+        for row in rows:
+            table.add_row(*[str(v) for v in row.values()])
+        console.print(table)
+        if json_out is not None:
+            json_out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+@app.command()
+def predict(
+    image: Path = typer.Argument(..., help="Image file."),
+    click: list[str] = typer.Option(
+        ..., "--click", "-c", help="A click 'y,x,+' (positive) or 'y,x,-' (negative); repeat in order."
+    ),
+    out: Path = typer.Option(..., "--out", help="Mask PNG to write (255 = object)."),
+    predictor: str = typer.Option("edgeflow", help="Predictor name."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint for a learned predictor."),
+    prob_out: Path = typer.Option(None, help="Also write the probabilities as a .npy file."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Segment one object from clicks (all clicks are applied in order, as a user would)."""
+    with user_errors():
+        import cv2
+        import numpy as np
+
+        from robustvision.segmentation.interactive import create_predictor
+        from robustvision.segmentation.interactive.data import read_rgb
+
+        if not image.is_file():
+            raise FileNotFoundError(f"image {image} does not exist")
+        clicks = [_parse_click(c) for c in click]
+        p = create_predictor(predictor, checkpoint=checkpoint, device=device)
+        p.set_image(read_rgb(image))
+        probs = None
+        for i in range(1, len(clicks) + 1):
+            probs = p.predict(clicks[:i])
+        mask = (probs > 0.49).astype(np.uint8) * 255
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(out), mask):
+            raise ValueError(f"cannot write {out} (use a .png path)")
+        if prob_out is not None:
+            np.save(prob_out, probs)
+        console.print(f"wrote {out}: {int((mask > 0).sum())} object pixels of {mask.size}")
+
+
+def _parse_click(text: str):
+    from robustvision.segmentation.interactive import Click
+
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 3 or parts[2] not in {"+", "-", "pos", "neg"}:
+        raise ValueError(f"a click is 'y,x,+' or 'y,x,-', got {text!r}")
+    try:
+        y, x = int(parts[0]), int(parts[1])
+    except ValueError as err:
+        raise ValueError(f"click coordinates must be integers, got {text!r}") from err
+    return Click(y, x, parts[2] in {"+", "pos"})

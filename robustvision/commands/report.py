@@ -1,0 +1,30 @@
+"""``robustvision report``: write the self-contained HTML report from the results store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from robustvision.commands import user_errors
+from robustvision.commands.results import DEFAULT_STORE, STORE_HELP
+
+console = Console()
+
+
+def report(
+    store: str = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write (PNGs of the plots go beside it)."),
+    run: str | None = typer.Option(None, "--run", help="Only this run id."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Only this data set."),
+    baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
+) -> None:
+    """Write one self-contained HTML report (leaderboard, heatmap, curves, spreads, ablations) from the store."""
+    from robustvision.bench.report import write_report
+    from robustvision.bench.store import ResultsStore
+
+    with user_errors():
+        with ResultsStore(store, create=False) as rs:
+            path = write_report(rs, out, run_id=run, dataset=dataset, baseline=baseline)
+        console.print(f"wrote {path}")

@@ -1,0 +1,137 @@
+"""Measuring a camouflage: car accuracy per model, detector AP@0.5, and a naturalness score.
+
+Naturalness (documented in docs/physical-attack.md) combines two measures on the rendered views:
+
+* ``seed_ssim``: SSIM between the car painted with the texture and painted with the seed pattern, over the
+  car's box (1 = identical to the natural seed; DAS's human-attention-evasion goal).
+* ``saliency_ratio``: bottom-up saliency (spectral residual, Hou & Zhang, CVPR 2007) of the painted region
+  relative to the whole image, divided by the same ratio for the seed texture (<= 1: the paint draws no more
+  attention than the seed).
+
+``naturalness = seed_ssim - max(0, saliency_ratio - 1)``: higher is more natural.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustvision.physical.dataset import ViewSet, render_views
+from robustvision.physical.targets import CarDetector
+from robustvision.physical.train import box_iou, predict
+
+__all__ = [
+    "car_accuracy",
+    "average_precision",
+    "detector_ap",
+    "spectral_residual_saliency",
+    "naturalness",
+    "evaluate_texture",
+]
+
+
+def car_accuracy(model: nn.Module, images: torch.Tensor, car_classes=(1,)) -> float:
+    """Fraction of images whose top-1 class is a car class (the DAS ``test.py`` criterion)."""
+    pred = predict(model, images).argmax(1)
+    return float(torch.isin(pred, torch.as_tensor(list(car_classes))).float().mean())
+
+
+def average_precision(scores: torch.Tensor, tp: torch.Tensor, num_gt: int) -> float:
+    """All-point interpolated AP (VOC 2010+) of detections ranked by ``scores``."""
+    if num_gt == 0:
+        raise ValueError("AP needs at least one ground-truth box")
+    order = torch.argsort(scores, descending=True)
+    tp = tp[order].float()
+    ctp = torch.cumsum(tp, 0)
+    cfp = torch.cumsum(1 - tp, 0)
+    recall = ctp / num_gt
+    precision = ctp / (ctp + cfp)
+    mrec = torch.cat([torch.tensor([0.0]), recall, torch.tensor([1.0])])
+    mpre = torch.cat([torch.tensor([0.0]), precision, torch.tensor([0.0])])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = torch.maximum(mpre[i], mpre[i + 1])
+    idx = torch.nonzero(mrec[1:] != mrec[:-1]).flatten()
+    return float(((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]).sum())
+
+
+def detector_ap(
+    det: CarDetector, car_images: torch.Tensor, car_boxes: torch.Tensor, negatives: torch.Tensor, iou: float = 0.5
+) -> float:
+    """AP@``iou`` of the one-box detector on car images (one box each) plus car-free ``negatives``."""
+    out_pos = predict(det, car_images)
+    out_neg = predict(det, negatives)
+    size = car_images.shape[-1]
+    tp_pos = box_iou(CarDetector.boxes(out_pos, size), car_boxes) >= iou
+    scores = torch.cat([out_pos[:, 0], out_neg[:, 0]])
+    tp = torch.cat([tp_pos, torch.zeros(len(out_neg), dtype=torch.bool)])
+    return average_precision(scores, tp, len(car_images))
+
+
+def spectral_residual_saliency(image: torch.Tensor) -> torch.Tensor:
+    """Spectral-residual saliency (Hou & Zhang 2007) of ``(3, H, W)`` images, normalised to sum 1: ``(H, W)``."""
+    gray = image.float().mean(0)
+    spec = torch.fft.fft2(gray)
+    log_amp = torch.log(spec.abs() + 1e-8)
+    phase = torch.angle(spec)
+    residual = log_amp - F.avg_pool2d(log_amp[None, None], 3, 1, 1, count_include_pad=False)[0, 0]
+    sal = torch.fft.ifft2(torch.exp(residual + 1j * phase)).abs() ** 2
+    k = torch.tensor([1, 4, 6, 4, 1], dtype=sal.dtype)
+    k = (k[:, None] * k[None]) / 256
+    sal = F.conv2d(sal[None, None], k[None, None], padding=2)[0, 0]
+    return sal / sal.sum().clamp_min(1e-12)
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    win = min(7, min(a.shape[:2]) // 2 * 2 - 1)
+    if win < 3:
+        return float(1 - np.abs(a - b).mean())
+    return float(structural_similarity(a, b, channel_axis=2, data_range=1.0, win_size=win))
+
+
+def naturalness(views: ViewSet, images: torch.Tensor, seed_images: torch.Tensor) -> dict[str, float]:
+    """``seed_ssim``, ``saliency_ratio`` and the combined ``naturalness`` (module docstring) over the views."""
+    ssims, ratios = [], []
+    for v, img, ref in zip(views.views, images, seed_images, strict=False):
+        x0, y0, x1, y1 = [int(round(float(t))) for t in v.box]
+        x0, y0 = max(0, x0), max(0, y0)
+        crop = (slice(None), slice(y0, max(y1, y0 + 1)), slice(x0, max(x1, x0 + 1)))
+        ssims.append(_ssim(img[crop].permute(1, 2, 0).numpy(), ref[crop].permute(1, 2, 0).numpy()))
+        m = v.paint_mask[0]
+        if float(m.sum()) < 1e-6:
+            continue
+        area = float(m.mean())
+        s_img = float((spectral_residual_saliency(img) * m).sum()) / area
+        s_ref = float((spectral_residual_saliency(ref) * m).sum()) / area
+        ratios.append(s_img / max(s_ref, 1e-12))
+    ssim = float(np.mean(ssims))
+    ratio = float(np.mean(ratios)) if ratios else 1.0
+    return {"seed_ssim": ssim, "saliency_ratio": ratio, "naturalness": ssim - max(0.0, ratio - 1.0)}
+
+
+def evaluate_texture(
+    texture: nn.Module | None,
+    views: ViewSet,
+    classifiers: dict[str, nn.Module],
+    *,
+    detector: CarDetector | None = None,
+    seed_texture: nn.Module | None = None,
+    car_classes=(1,),
+) -> dict[str, float]:
+    """Car accuracy per classifier (``acc/<name>``), ``det_ap50`` and naturalness of ``texture`` on ``views``."""
+    with torch.no_grad():
+        images = render_views(views, texture)
+    out: dict[str, float] = {}
+    for name, model in classifiers.items():
+        out[f"acc/{name}"] = car_accuracy(model, images, car_classes)
+    if detector is not None:
+        boxes = torch.stack([v.box for v in views.views])
+        out["det_ap50"] = detector_ap(detector, images, boxes, views.backgrounds)
+    if seed_texture is not None:
+        with torch.no_grad():
+            seed_images = render_views(views, seed_texture)
+        out.update(naturalness(views, images, seed_images))
+    return out

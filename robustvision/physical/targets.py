@@ -1,0 +1,154 @@
+"""The models DAS attacks here: small car classifiers of three families and a one-box car detector.
+
+There are no ImageNet weights offline, so ``robustvision das train`` trains its own targets on rendered data.
+Three compact timm architectures (a narrow ResNet, a ViT and an MLP-Mixer, patch 8) keep CPU training to
+minutes; any zoo name (``robustvision.models.create_model``) or ``timm:<name>`` works as well. Every model
+takes [0, 1] images and normalises inside (the package's model contract).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "TARGET_ARCHS",
+    "Normalized",
+    "CarDetector",
+    "build_classifier",
+    "build_detector",
+    "save_model",
+    "load_model",
+]
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class Normalized(nn.Module):
+    """``net`` behind ImageNet mean/std normalisation held in buffers: [0, 1] images in, logits out."""
+
+    def __init__(self, net: nn.Module, *, arch: str, family: str, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.net = net
+        self.arch, self.family, self.num_classes, self.image_size = arch, family, num_classes, image_size
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        if hasattr(net, "num_prefix_tokens"):
+            self.num_prefix_tokens = int(net.num_prefix_tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _resnet_small(num_classes: int, image_size: int) -> nn.Module:
+    from timm.models.resnet import BasicBlock, ResNet
+
+    # output stride 16 keeps a 4x4 layer4 map at 64 px for Grad-CAM at a third of the cost of dropping the max-pool
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, channels=(32, 64, 96, 128), output_stride=16)
+
+
+def _vit_small(num_classes: int, image_size: int) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        img_size=image_size, patch_size=8, num_classes=num_classes, embed_dim=64, depth=3, num_heads=2
+    )
+
+
+def _mixer_small(num_classes: int, image_size: int) -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(num_classes=num_classes, img_size=image_size, patch_size=8, num_blocks=3, embed_dim=96)
+
+
+# name -> (family, builder, Grad-CAM layer)
+TARGET_ARCHS: dict[str, tuple[str, Any, str]] = {
+    "das_resnet": ("cnn", _resnet_small, "net.layer4"),
+    "das_vit": ("transformer", _vit_small, "net.blocks.2"),
+    "das_mixer": ("mlp", _mixer_small, "net.blocks.2"),
+}
+
+
+def build_classifier(name: str, num_classes: int = 2, image_size: int = 64) -> nn.Module:
+    """A [0, 1]-input classifier: one of :data:`TARGET_ARCHS` or any name ``robustvision.models`` knows."""
+    if name in TARGET_ARCHS:
+        family, builder, layer = TARGET_ARCHS[name]
+        model = Normalized(
+            builder(num_classes, image_size), arch=name, family=family, num_classes=num_classes, image_size=image_size
+        )
+        model.cam_layer = layer
+        return model
+    try:
+        from robustvision.models import create_model
+    except ImportError as err:
+        raise ValueError(
+            f"unknown target model {name!r}: choose from {', '.join(TARGET_ARCHS)} (the zoo is not installed)"
+        ) from err
+    return create_model(name, num_classes=num_classes, image_size=image_size)
+
+
+class CarDetector(nn.Module):
+    """A one-box detector: a small ResNet predicting (objectness logit, cx, cy, w, h) for the car.
+
+    Each image holds at most one car here, so one box with a confidence per image is a complete detection
+    output; AP@0.5 ranks those confidences over the whole evaluation set.
+    """
+
+    def __init__(self, image_size: int = 64) -> None:
+        super().__init__()
+        self.arch, self.family, self.image_size = "das_detector", "cnn", image_size
+        self.body = Normalized(
+            _resnet_small(0, image_size), arch="das_resnet", family="cnn", num_classes=0, image_size=image_size
+        )
+        self.head = nn.Linear(128, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 5)``: objectness logit and a box ``(cx, cy, w, h)`` in [0, 1] image units."""
+        out = self.head(self.body(x))
+        return torch.cat([out[:, :1], torch.sigmoid(out[:, 1:])], 1)
+
+    @staticmethod
+    def boxes(out: torch.Tensor, size: int) -> torch.Tensor:
+        """``(N, 4)`` boxes ``x0, y0, x1, y1`` in pixels from the forward output."""
+        cx, cy, w, h = out[:, 1], out[:, 2], out[:, 3], out[:, 4]
+        return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * size
+
+
+def build_detector(image_size: int = 64) -> CarDetector:
+    """The car detector (:class:`CarDetector`)."""
+    return CarDetector(image_size)
+
+
+def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
+    """Weights as safetensors plus a JSON card (``kind``, ``arch``, ``image_size``, ...) beside them."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str))
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model` (safetensors, no pickle)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    card_file = path.with_suffix(".json")
+    if not card_file.is_file():
+        raise FileNotFoundError(f"model card missing beside the checkpoint: {card_file}")
+    card = json.loads(card_file.read_text())
+    if card.get("kind") == "detector":
+        model: nn.Module = build_detector(card["image_size"])
+    else:
+        model = build_classifier(card["arch"], card["num_classes"], card["image_size"])
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval(), card

@@ -1,0 +1,175 @@
+"""Training the DAS targets (car classifiers, car detector) on the rendered car data set.
+
+A compact AdamW + cosine loop with flip augmentation: the data are small uint8 tensors in memory and the
+loop is the same for every family. (The package's general ``robustvision.training`` Trainer serves the zoo's
+classification benchmarks; the detector here needs a box loss it does not have.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustvision.physical.targets import CarDetector
+
+__all__ = ["TrainConfig", "train_classifier", "train_detector", "predict", "box_iou"]
+
+
+@dataclass
+class TrainConfig:
+    """Training settings for a DAS target.
+
+    Attributes:
+        epochs: passes over the data.
+        batch_size: images per step.
+        lr: AdamW peak learning rate (cosine decay, 1 warm-up epoch fraction).
+        weight_decay: AdamW weight decay.
+        seed: seeds the shuffling and initialisation.
+        device: where to train.
+    """
+
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    device: str = "cpu"
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warm = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+    )
+
+
+def _augment(
+    x: torch.Tensor, boxes: torch.Tensor | None, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    flip = torch.rand(x.shape[0], generator=g) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if boxes is not None:
+        size = x.shape[-1]
+        fb = boxes.clone()
+        fb[:, 0], fb[:, 2] = size - boxes[:, 2], size - boxes[:, 0]
+        boxes = torch.where(flip.view(-1, 1).to(boxes.device), fb, boxes)
+    return x, boxes
+
+
+def train_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` on uint8 ``images`` ``(N, 3, S, S)`` with int64 ``labels``; returns final train loss/acc."""
+    dev = torch.device(config.device)
+    g = torch.Generator().manual_seed(config.seed)
+    model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    sched = _schedule(opt, config.epochs * steps_per_epoch)
+    step = 0
+    loss_sum = correct = seen = 0.0
+    try:
+        for _epoch in range(config.epochs):
+            order = torch.randperm(len(images), generator=g)
+            loss_sum = correct = seen = 0.0
+            for i in range(0, len(order), config.batch_size):
+                idx = order[i : i + config.batch_size]
+                x = images[idx].to(dev).float() / 255
+                y = labels[idx].to(dev)
+                x, _ = _augment(x, None, g)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += float((logits.argmax(1) == y).sum())
+                seen += len(idx)
+                if progress is not None:
+                    progress(step, config.epochs * steps_per_epoch, float(loss.detach()))
+    finally:
+        model.eval()
+    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise IoU of boxes ``(N, 4)`` ``x0, y0, x1, y1``."""
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area = lambda t: (t[:, 2:] - t[:, :2]).clamp(min=0).prod(1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp_min(1e-8)
+
+
+def train_detector(
+    det: CarDetector,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, float]:
+    """Train the one-box detector: BCE on objectness, L1 + (1 - IoU) on the box of car images."""
+    dev = torch.device(config.device)
+    g = torch.Generator().manual_seed(config.seed)
+    det.to(dev).train()
+    size = images.shape[-1]
+    opt = torch.optim.AdamW(det.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    sched = _schedule(opt, config.epochs * steps_per_epoch)
+    step = 0
+    total = 0.0
+    try:
+        for _ in range(config.epochs):
+            order = torch.randperm(len(images), generator=g)
+            for i in range(0, len(order), config.batch_size):
+                idx = order[i : i + config.batch_size]
+                x = images[idx].to(dev).float() / 255
+                y = labels[idx].to(dev).float()
+                x, bx = _augment(x, boxes[idx].to(dev), g)
+                out = det(x)
+                loss = F.binary_cross_entropy_with_logits(out[:, 0], y)
+                pos = y > 0
+                if pos.any():
+                    pred = CarDetector.boxes(out[pos], size)
+                    gt = bx[pos]
+                    loss = loss + F.l1_loss(pred / size, gt / size) * 5 + (1 - box_iou(pred, gt)).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                total = float(loss.detach())
+                if progress is not None:
+                    progress(step, config.epochs * steps_per_epoch, total)
+    finally:
+        det.eval()
+    return {"train_loss": total}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Model outputs for float [0, 1] (or uint8) images, in batches, in eval mode."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    outs = []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(dev)
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            outs.append(model(x).cpu())
+    finally:
+        model.train(was)
+    return torch.cat(outs) if outs else torch.zeros(0)

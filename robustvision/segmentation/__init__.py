@@ -1,0 +1,1 @@
+"""Semantic and interactive segmentation: ``interactive`` (click-based annotation) and ``uda`` (domain adaptation)."""

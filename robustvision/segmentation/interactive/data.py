@@ -1,0 +1,393 @@
+"""Data for interactive segmentation: the public evaluation layouts and a download-free training set.
+
+Evaluation sets (f-BRS/RITM layouts; ``mask`` arrays are int64 0 = background, 1 = object, 255 = ignore):
+
+- GrabCut: ``data_GT/<name>.<jpg|bmp|png>`` + ``boundary_GT/<name>.<bmp|png>`` (255 object, 128 ignore band).
+- Berkeley: ``images/`` + ``masks/`` (also ``img/`` + ``gt/``), same encoding.
+- DAVIS: ``img/*.jpg`` + ``gt/*.png`` (any channel > 0 = object).
+- SBD: ``img/*.jpg`` + ``inst/*.mat`` (``GTinst.Segmentation``) + ``train.txt``/``val.txt``, one sample per
+  instance; thin instances (area / box area < 0.08) dropped as RITM does.
+
+Training without downloads (:class:`SyntheticObjects`): photos shipped with scikit-image, scikit-learn and
+matplotlib, plus ``../shared/data/backgrounds`` when present. Each sample is either an object *pasted*
+(texture from one photo, a generated shape, feathered alpha, colour jitter) onto a crop of another photo,
+or an *in-place* object: a union of adjacent Felzenszwalb regions of the photo itself, whose boundary
+therefore follows real image edges. No evaluation image (GrabCut/BSDS, Berkeley, DAVIS) is ever used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from robustvision.registry import Registry
+from robustvision.runtime import seed_from_key, shared_data_dir
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class ISegSample:
+    """One instance: ``image`` ``H x W x 3`` uint8 RGB, ``mask`` ``H x W`` int64 (0/1/255)."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+    def __iter__(self):  # unpacks as (name, image, mask), the triple evaluate_dataset takes
+        return iter((self.name, self.image, self.mask))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as ``H x W x 3`` uint8 RGB; a clear error when unreadable."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        raise ValueError(f"cannot read mask {path}")
+    return m
+
+
+def encode_fbrs_mask(raw: np.ndarray) -> np.ndarray:
+    """f-BRS GrabCut/Berkeley encoding -> int64 mask: > 128 object, == 128 ignore (255), else background."""
+    if raw.ndim == 3:
+        raw = raw[..., 0]
+    out = (raw > 128).astype(np.int64)
+    out[raw == 128] = 255
+    return out
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder {folder} does not exist")
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+
+
+def _paired(
+    root: Path, image_dir: str, mask_dir: str, encode: Callable[[np.ndarray], np.ndarray], limit: int | None
+) -> list[ISegSample]:
+    images, masks = _files(root / image_dir), _files(root / mask_dir)
+    if not images:
+        raise FileNotFoundError(f"no images in {root / image_dir}")
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) in {root / image_dir} have no mask in {root / mask_dir}: {missing[:5]}"
+        )
+    out = []
+    for name in sorted(images)[:limit]:
+        img = read_rgb(images[name])
+        mask = encode(_read_gray(masks[name]))
+        if mask.shape != img.shape[:2]:
+            raise ValueError(
+                f"mask {masks[name]} is {mask.shape[1]}x{mask.shape[0]} but its image is {img.shape[1]}x{img.shape[0]}"
+            )
+        out.append(ISegSample(name, img, mask))
+    return out
+
+
+ISEG_DATASETS: Registry[list[ISegSample]] = Registry("interactive segmentation data set")
+
+
+@ISEG_DATASETS.register("grabcut", layout="data_GT/ + boundary_GT/")
+def load_grabcut(root: str | Path | None = None, limit: int | None = None) -> list[ISegSample]:
+    """GrabCut in the f-BRS layout; ``root=None`` uses ``../shared/data/grabcut`` (20 of the 50 images).
+
+    Masks without an image are skipped (the shared copy is partial); an image without its mask is an error.
+    """
+    if root is None:
+        shared = shared_data_dir()
+        if shared is None or not (shared / "grabcut").is_dir():
+            raise FileNotFoundError("no GrabCut root given and ../shared/data/grabcut is absent; pass --root")
+        root = shared / "grabcut"
+    return _paired(Path(root), "data_GT", "boundary_GT", encode_fbrs_mask, limit)
+
+
+@ISEG_DATASETS.register("berkeley", layout="images/ + masks/ (or img/ + gt/)")
+def load_berkeley(root: str | Path, limit: int | None = None) -> list[ISegSample]:
+    """Berkeley (McGuinness) in the f-BRS layout."""
+    root = Path(root)
+    dirs = ("images", "masks") if (root / "images").is_dir() else ("img", "gt")
+    return _paired(root, *dirs, encode_fbrs_mask, limit)
+
+
+@ISEG_DATASETS.register("davis", layout="img/ + gt/")
+def load_davis(root: str | Path, limit: int | None = None) -> list[ISegSample]:
+    """DAVIS interactive subset: any channel > 0 is object."""
+
+    def encode(raw: np.ndarray) -> np.ndarray:
+        return (raw.reshape(raw.shape[0], raw.shape[1], -1).max(axis=-1) > 0).astype(np.int64)
+
+    return _paired(Path(root), "img", "gt", encode, limit)
+
+
+@ISEG_DATASETS.register("sbd", layout="img/ + inst/*.mat + train.txt/val.txt")
+def load_sbd(root: str | Path, split: str = "val", limit: int | None = None) -> list[ISegSample]:
+    """SBD instances (one sample per instance; RITM drops thin ones: area / box area < 0.08)."""
+    from scipy.io import loadmat
+
+    root = Path(root)
+    if (root / "dataset").is_dir():
+        root = root / "dataset"
+    lst = root / f"{split}.txt"
+    if not lst.is_file():
+        raise FileNotFoundError(f"SBD split list {lst} does not exist (split must be train or val)")
+    out: list[ISegSample] = []
+    for name in lst.read_text().split():
+        img = read_rgb(root / "img" / f"{name}.jpg")
+        inst = loadmat(str(root / "inst" / f"{name}.mat"))["GTinst"][0][0][0].astype(np.int64)
+        for k in np.unique(inst):
+            if k in (0, 255):
+                continue
+            obj = inst == k
+            ys, xs = np.where(obj)
+            if obj.sum() / ((ys.ptp() + 1) * (xs.ptp() + 1)) < 0.08:
+                continue
+            mask = obj.astype(np.int64)
+            mask[inst == 255] = 255
+            out.append(ISegSample(f"{name}_{k}", img, mask))
+            if limit is not None and len(out) >= limit:
+                return out
+    return out
+
+
+def load_iseg_dataset(name: str, root: str | Path | None = None, limit: int | None = None) -> list[ISegSample]:
+    """Load an evaluation set by name (``grabcut``, ``berkeley``, ``davis``, ``sbd``)."""
+    builder = ISEG_DATASETS.get(name)
+    if root is None and name != "grabcut":
+        raise ValueError(f"data set {name!r} needs --root (only grabcut has a default)")
+    return builder(root=root, limit=limit) if root is not None else builder(limit=limit)
+
+
+# ------------------------------------------------------------------------------- synthetic training set
+
+
+def package_photos(include_backgrounds: bool = True) -> list[np.ndarray]:
+    """Photos shipped by installed packages (and ../shared/data/backgrounds when present), RGB uint8.
+
+    Grayscale textures (brick, grass, gravel, ...) are included as RGB. None of these is an evaluation image.
+    """
+    import matplotlib.cbook
+    import skimage.data as skd
+    from sklearn.datasets import load_sample_images
+
+    photos: list[np.ndarray] = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina",
+                 "hubble_deep_field", "colorwheel", "camera", "coins", "moon", "brick", "grass", "gravel",
+                 "clock", "page"):  # fmt: skip
+        try:
+            img = getattr(skd, name)()
+        except Exception:  # noqa: S112 -- a data file that this skimage build lacks is simply not used
+            continue
+        photos.append(np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3])
+    for fname in ("motorcycle_left.png", "motorcycle_right.png"):
+        p = Path(skd.data_dir) / fname
+        if p.is_file():
+            photos.append(read_rgb(p))
+    photos.extend(load_sample_images().images)
+    sample_dir = Path(matplotlib.cbook._get_data_path("sample_data"))
+    for fname in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"):
+        if (sample_dir / fname).is_file():
+            photos.append(read_rgb(sample_dir / fname))
+    if include_backgrounds:
+        shared = shared_data_dir()
+        if shared is not None and (shared / "backgrounds").is_dir():
+            photos.extend(read_rgb(p) for p in sorted((shared / "backgrounds").iterdir()) if p.suffix == ".png")
+    # Downscale large photos once: crops are small and this keeps memory and resize time low.
+    out = []
+    for p in photos:
+        s = 640 / max(p.shape[:2])
+        out.append(cv2.resize(p, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else p)
+    return [np.ascontiguousarray(p, dtype=np.uint8) for p in out]
+
+
+def _random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = photo.shape[:2]
+    scale = rng.uniform(0.35, 1.0) * min(h, w)
+    side = max(16, int(scale))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    crop = cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    return crop[:, ::-1].copy() if rng.random() < 0.5 else crop
+
+
+def _random_shape(size: int, rng: np.random.Generator, horse: np.ndarray | None) -> np.ndarray:
+    """A random object silhouette: smooth blob, star polygon, ellipse union or the skimage horse."""
+    kind = rng.choice(
+        ["blob", "polygon", "ellipses", "horse"] if horse is not None else ["blob", "polygon", "ellipses"]
+    )
+    m = np.zeros((size, size), np.uint8)
+    c = size / 2
+    r = size * rng.uniform(0.15, 0.38)
+    if kind == "blob":
+        noise = rng.standard_normal((size // 8 + 2, size // 8 + 2)).astype(np.float32)
+        noise = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+        yy, xx = np.mgrid[:size, :size]
+        field = noise * 0.6 - ((yy - c) ** 2 + (xx - c) ** 2) / (r * r) + 1.0
+        m = (field > 0).astype(np.uint8)
+    elif kind == "polygon":
+        n = int(rng.integers(3, 12))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = r * rng.uniform(0.5, 1.2, n)
+        pts = np.stack([c + rad * np.cos(ang), c + rad * np.sin(ang)], -1).astype(np.int32)
+        cv2.fillPoly(m, [pts], 1)
+    elif kind == "ellipses":
+        for _ in range(int(rng.integers(1, 4))):
+            center = (int(c + rng.uniform(-0.3, 0.3) * r), int(c + rng.uniform(-0.3, 0.3) * r))
+            axes = (int(r * rng.uniform(0.3, 1.0)), int(r * rng.uniform(0.3, 1.0)))
+            cv2.ellipse(m, center, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    else:
+        s = 2 * r / max(horse.shape)
+        hm = cv2.resize(horse, None, fx=s, fy=s, interpolation=cv2.INTER_NEAREST)
+        hm = hm[:size, :size]
+        y0, x0 = (size - hm.shape[0]) // 2, (size - hm.shape[1]) // 2
+        m[y0 : y0 + hm.shape[0], x0 : x0 + hm.shape[1]] = hm
+        if rng.random() < 0.5:
+            m = m[:, ::-1].copy()
+    # Random placement (shift) and rotation.
+    rot = cv2.getRotationMatrix2D((c, c), float(rng.uniform(-40, 40)), 1.0)
+    rot[:, 2] += rng.uniform(-0.25, 0.25, 2) * size
+    m = cv2.warpAffine(m, rot, (size, size), flags=cv2.INTER_NEAREST)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n > 2:  # keep the largest component: one object per sample
+        m = (lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    return m
+
+
+def _region_object(image: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """An in-place object: adjacent Felzenszwalb regions grown from a random seed to 5-40% of the image."""
+    from skimage.segmentation import felzenszwalb
+
+    size = image.shape[0]
+    seg = felzenszwalb(image, scale=float(rng.uniform(50, 300)), sigma=0.8, min_size=int(size * size * 0.004))
+    target = rng.uniform(0.05, 0.4) * size * size
+    start = seg[rng.integers(size // 6, 5 * size // 6), rng.integers(size // 6, 5 * size // 6)]
+    m = seg == start
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(30):
+        if m.sum() >= target:
+            break
+        ring = cv2.dilate(m.astype(np.uint8), kernel).astype(bool) & ~m
+        neigh = np.unique(seg[ring])
+        if neigh.size == 0:
+            break
+        m |= seg == rng.choice(neigh)
+    frac = m.mean()
+    if frac < 0.02 or frac > 0.6:
+        return None
+    return m.astype(np.uint8)
+
+
+class SyntheticObjects(Dataset):
+    """Download-free interactive-segmentation training samples (see the module docstring).
+
+    Sample ``i`` is a pure function of ``(seed, i)``, so a run replays exactly.
+
+    Args:
+        length: number of samples per epoch.
+        size: square side of each sample.
+        seed: base seed.
+        include_backgrounds: also use ``../shared/data/backgrounds`` when present.
+        region_prob: probability of an in-place (Felzenszwalb-region) object instead of a pasted one.
+
+    Returns (per item):
+        ``(image 3 x size x size float32 in [0, 1], mask size x size int64 0/1)``.
+    """
+
+    def __init__(
+        self,
+        length: int = 10000,
+        size: int = 160,
+        seed: int = 0,
+        include_backgrounds: bool = True,
+        region_prob: float = 0.35,
+    ) -> None:
+        if size < 32:
+            raise ValueError(f"size must be >= 32, got {size}")
+        self.length, self.size, self.seed, self.region_prob = length, size, seed, region_prob
+        self.photos = package_photos(include_backgrounds)
+        import skimage.data as skd
+
+        horse = skd.horse()
+        horse = ~horse if horse.mean() > 0.5 else horse
+        self.horse = horse.astype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image H x W x 3 uint8, mask H x W uint8 0/1)`` for ``index``."""
+        rng = np.random.default_rng(seed_from_key(self.seed, "iseg-synthetic", index))
+        s = self.size
+        for _ in range(10):
+            bg_i = int(rng.integers(len(self.photos)))
+            bg = _random_crop(self.photos[bg_i], s, rng)
+            if rng.random() < self.region_prob:
+                m = _region_object(bg, rng)
+                if m is not None:
+                    return self._jitter(bg, rng), m
+                continue
+            fg_i = int(rng.integers(len(self.photos) - 1))
+            fg = _random_crop(self.photos[fg_i + (fg_i >= bg_i)], s, rng).astype(np.float32)
+            m = _random_shape(s, rng, self.horse)
+            if m.sum() < 0.02 * s * s:
+                continue
+            fg = fg * rng.uniform(0.7, 1.3, 3) + rng.uniform(-25, 25, 3)  # colour jitter of the object
+            alpha = cv2.GaussianBlur(m.astype(np.float32), (0, 0), float(rng.uniform(0.5, 1.2)))[..., None]
+            img = alpha * fg + (1 - alpha) * bg.astype(np.float32)
+            if rng.random() < 0.3:  # soft shadow beside the object
+                sh = np.roll(alpha[..., 0], (int(rng.integers(2, 8)), int(rng.integers(2, 8))), (0, 1))
+                sh = cv2.GaussianBlur(sh, (0, 0), 3.0)[..., None] * (1 - alpha)
+                img = img * (1 - 0.35 * sh)
+            return self._jitter(np.clip(img, 0, 255).astype(np.uint8), rng), m
+        raise RuntimeError(f"could not synthesise sample {index} in 10 tries")  # practically unreachable
+
+    @staticmethod
+    def _jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = img.astype(np.float32) * rng.uniform(0.8, 1.2) + rng.uniform(-20, 20)
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, m = self.sample(index)
+        return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(m.astype(np.int64))
+
+
+class CropSamples(Dataset):
+    """Training crops from real instance samples (e.g. SBD): a random square around the object, resized.
+
+    Returns ``(image 3 x size x size float32, mask size x size int64 0/1/255)``.
+    """
+
+    def __init__(self, samples: list[ISegSample], size: int = 160, seed: int = 0) -> None:
+        if not samples:
+            raise ValueError("no training samples")
+        self.samples, self.size, self.seed = samples, size, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(seed_from_key(self.seed, "iseg-crop", index))
+        s = self.samples[index]
+        ys, xs = np.where(s.mask == 1)
+        h, w = s.mask.shape
+        side = int(min(max(ys.ptp(), xs.ptp()) * rng.uniform(1.2, 2.0) + 8, min(h, w)))
+        cy, cx = int(ys.mean()), int(xs.mean())
+        y0 = int(np.clip(cy - side // 2 + rng.integers(-side // 8, side // 8 + 1), 0, h - side))
+        x0 = int(np.clip(cx - side // 2 + rng.integers(-side // 8, side // 8 + 1), 0, w - side))
+        img = cv2.resize(s.image[y0 : y0 + side, x0 : x0 + side], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(s.mask[y0 : y0 + side, x0 : x0 + side].astype(np.uint8), (self.size, self.size),
+                          interpolation=cv2.INTER_NEAREST).astype(np.int64)  # fmt: skip
+        if rng.random() < 0.5:
+            img, mask = img[:, ::-1].copy(), mask[:, ::-1].copy()
+        return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(mask)

@@ -1,0 +1,253 @@
+"""Grad-CAM, DAS losses, attack, evaluation and CLI tests (generated car, tiny models)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from robustvision.physical.attack import AttackConfig, optimize_texture
+from robustvision.physical.attention import GradCAM, find_target_layer, tokens_to_grid
+from robustvision.physical.dataset import CarAssets, make_views, original_texture
+from robustvision.physical.evaluation import average_precision, evaluate_texture, spectral_residual_saliency
+from robustvision.physical.losses import (
+    attention_distraction_loss,
+    connected_regions,
+    content_loss,
+    not_target_loss,
+    smooth_loss,
+)
+from robustvision.physical.mesh import make_procedural_car
+from robustvision.physical.targets import build_classifier
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.SiLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.SiLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.fixture(scope="module")
+def assets() -> CarAssets:
+    from skimage.feature import canny
+
+    mesh = make_procedural_car(subdiv=1)
+    g = torch.Generator().manual_seed(0)
+    seed = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(32, 32), mode="bilinear")[0]
+    edge = torch.from_numpy(canny(seed.mean(0).numpy(), sigma=1).astype("float32"))[None]
+    return CarAssets(mesh, seed, edge, "procedural")
+
+
+@pytest.fixture(scope="module")
+def views(assets):
+    bgs = [torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    return make_views(assets.mesh, 6, 32, bgs, generator=torch.Generator().manual_seed(0)), bgs
+
+
+def test_grad_cam_matches_the_grad_cam_package():
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = TinyCNN().eval()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1, 1])
+    ref = pgc.GradCAM(model=model, target_layers=[model.features[3]])(
+        input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]
+    )
+    cam, _ = GradCAM(model, "features.3")(x, targets, create_graph=False)
+    # the package min-max scales per layer (then resizes) and once more after aggregating layers
+    ours = scale_cam_image(scale_cam_image(torch.relu(cam).numpy(), (32, 32)))
+    assert torch.allclose(torch.from_numpy(ours), torch.from_numpy(ref), atol=1e-4)
+
+
+def test_grad_cam_is_differentiable_in_the_input():
+    model = TinyCNN().eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    # SiLU after features.1 makes the score non-linear in its activations (ReLU nets have zero 2nd derivative)
+    cam, _ = GradCAM(model, "features.1")(x, torch.tensor([1, 1]), create_graph=True)
+    (grad,) = torch.autograd.grad(cam.sum(), x)
+    assert grad.abs().sum() > 0
+    # with create_graph the channel weights carry gradient too: the result differs from the detached one
+    cam_d, _ = GradCAM(model, "features.1")(x, torch.tensor([1, 1]), detach_weights=True)
+    (grad_d,) = torch.autograd.grad(cam_d.sum(), x)
+    assert torch.allclose(cam, cam_d) and not torch.allclose(grad, grad_d)
+
+
+def test_target_layer_and_token_maps():
+    # the outermost module producing the last spatial map (here the Sequential holding features.3)
+    assert find_target_layer(TinyCNN(), 32) == "features"
+    vit = build_classifier("das_vit", 2, 32)
+    cam, _ = GradCAM(vit, vit.cam_layer)(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert cam.shape == (2, 4, 4)
+    tok = torch.arange(2 * 5 * 3.0).view(2, 5, 3)
+    grid = tokens_to_grid(tok, 1)
+    assert grid.shape == (2, 3, 2, 2) and torch.equal(grid[0, :, 0, 1], tok[0, 2])
+    with pytest.raises(ValueError, match="square"):
+        tokens_to_grid(torch.zeros(1, 6, 3))
+
+
+def test_attention_loss_regions_follow_the_paper_formula():
+    a = torch.tensor([[0.5, 0.5, -1.0], [-1.0, -1.0, -1.0], [-1.0, -1.0, 2.0]])
+    labels, k = connected_regions((a > 0).numpy())
+    assert k == 2
+    t = torch.tanh(a)
+    want = ((t[0, 0] + t[0, 1]) / (9 + 1 - 2) + t[2, 2] / (9 + 1 - 1)) / 2
+    assert torch.isclose(attention_distraction_loss(a[None]), want)
+    assert attention_distraction_loss(-torch.ones(1, 3, 3)) == 0
+    # diagonal neighbours are separate regions (4-connectivity)
+    assert connected_regions(torch.eye(3).bool().numpy())[1] == 3
+
+
+def test_classification_content_and_smooth_losses():
+    logits = torch.tensor([[0.0, 5.0], [3.0, 0.0]])
+    assert torch.isclose(not_target_loss(logits, [1]), -torch.log_softmax(logits, 1)[:, 0].mean())
+    with pytest.raises(ValueError, match="out of range"):
+        not_target_loss(logits, [2])
+    p0 = torch.zeros(2, 3)
+    e = torch.tensor([[1.0, 0, 0], [0, 0, 0]])
+    assert torch.isclose(content_loss(torch.ones(2, 3), p0, e), torch.tensor(0.9 * 1 + 0.1 * 5))
+    flat = torch.ones(1, 3, 8, 8)
+    assert smooth_loss(flat, torch.ones(1, 1, 8, 8)) == 0
+    noisy = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert smooth_loss(noisy, torch.ones(1, 1, 8, 8)) > 0 and smooth_loss(noisy, torch.zeros(1, 1, 8, 8)) == 0
+
+
+@pytest.mark.parametrize("mode,texture", [("das", "cube"), ("naive", "uv")])
+def test_attack_lowers_its_loss_on_a_tiny_run(assets, views, mode, texture):
+    vs, bgs = views
+    model = TinyCNN().eval()
+    cfg = AttackConfig(
+        mode=mode,
+        steps=12,
+        batch_size=6,
+        lr=0.2,
+        texture=texture,
+        atlas_size=16,
+        eot_background=0.0,
+        eot_photometric=0.0,
+        cam_layer="features.3",
+    )
+    res = optimize_texture(model, assets, vs, cfg, backgrounds=bgs)
+    first = sum(r["classification"] for r in res.history[:3]) / 3
+    last = sum(r["classification"] for r in res.history[-3:]) / 3
+    assert last < first
+    assert all(torch.isfinite(torch.tensor(r["total"])) for r in res.history)
+    if mode == "das":
+        assert {"attention", "content", "smooth"} <= set(res.history[0])
+    assert model.training is False and all(p.requires_grad for p in model.parameters())
+
+
+def test_evaluation_metrics(assets, views):
+    vs, _ = views
+    model = TinyCNN().eval()
+    seed_tex = original_texture(assets.mesh)
+    out = evaluate_texture(seed_tex, vs, {"tiny": model}, seed_texture=seed_tex)
+    assert 0 <= out["acc/tiny"] <= 1
+    assert out["seed_ssim"] == pytest.approx(1.0) and out["saliency_ratio"] == pytest.approx(1.0)
+    assert out["naturalness"] == pytest.approx(1.0)
+    assert average_precision(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([True, True, False]), 2) == 1.0
+    assert average_precision(torch.tensor([0.9, 0.8]), torch.tensor([False, True]), 2) == pytest.approx(0.25)
+    sal = spectral_residual_saliency(torch.rand(3, 16, 16))
+    assert sal.shape == (16, 16) and torch.isclose(sal.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from robustvision.commands.das import app
+
+    r = CliRunner()
+    res = r.invoke(
+        app,
+        [
+            "dataset",
+            "--out",
+            str(tmp_path),
+            "--train-size",
+            "24",
+            "--test-size",
+            "12",
+            "--image-size",
+            "32",
+            "--procedural",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["train", "--data", str(tmp_path), "--models", "das_resnet", "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    ckpt = tmp_path / "models" / "das_resnet.safetensors"
+    res = r.invoke(
+        app,
+        [
+            "optimize",
+            "--model",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "atk"),
+            "--procedural",
+            "--views",
+            "4",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--eval-views",
+            "4",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "atk" / "metrics.json").read_text())
+    assert "acc/das_resnet" in metrics["attacked"] and (tmp_path / "atk" / "index.html").is_file()
+    res = r.invoke(
+        app,
+        [
+            "evaluate",
+            "--texture",
+            str(tmp_path / "atk" / "texture.pt"),
+            "--procedural",
+            "--models",
+            f"{ckpt},{tmp_path / 'models' / 'detector.safetensors'}",
+            "--views",
+            "4",
+        ],
+    )
+    assert res.exit_code == 0, res.output and "det_ap50" in res.output
+
+
+def test_car_dataset_and_target_checkpoints(assets, tmp_path):
+    from robustvision.physical.dataset import render_car_dataset
+    from robustvision.physical.targets import build_detector, load_model, save_model
+
+    bgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    a = render_car_dataset(assets, 12, 24, seed=3, backgrounds=bgs)
+    b = render_car_dataset(assets, 12, 24, seed=3, backgrounds=bgs)
+    assert torch.equal(a["images"], b["images"]) and a["images"].dtype == torch.uint8
+    cars = a["labels"] == 1
+    assert 0 < int(cars.sum()) < 12
+    box = a["boxes"][cars]
+    assert (box[:, 2] > box[:, 0]).all() and (box >= 0).all() and (box <= 24).all()
+    assert (a["boxes"][~cars] == 0).all() and not a["painted"][~cars].any()
+    model = build_classifier("das_mixer", 2, 32)
+    save_model(
+        model,
+        tmp_path / "m.safetensors",
+        {"kind": "classifier", "arch": "das_mixer", "num_classes": 2, "image_size": 32},
+    )
+    loaded, card = load_model(tmp_path / "m.safetensors")
+    x = torch.rand(2, 3, 32, 32)
+    assert card["arch"] == "das_mixer" and torch.allclose(loaded(x), model.eval()(x))
+    det = build_detector(32)
+    save_model(det, tmp_path / "d.safetensors", {"kind": "detector", "image_size": 32})
+    out = load_model(tmp_path / "d.safetensors")[0](x)
+    assert out.shape == (2, 5) and (out[:, 1:] >= 0).all() and (out[:, 1:] <= 1).all()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")

@@ -1,0 +1,152 @@
+"""EdgeFlow network, losses, checkpoints, the network predictor and training (fast, CPU, tiny widths)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustvision.segmentation.interactive import Click, InferenceConfig, NetPredictor, create_predictor
+from robustvision.segmentation.interactive.losses import boundary_loss, nfl_beta, normalized_focal_loss
+from robustvision.segmentation.interactive.model import (
+    EdgeFlowConfig,
+    EdgeFlowNet,
+    FlowAlign,
+    flow_warp,
+    load_edgeflow,
+    save_edgeflow,
+)
+from robustvision.segmentation.interactive.training import TrainConfig, boundary_band, train_edgeflow
+
+TINY = dict(width=4, num_branches=3, stem_channels=8, head_channels=8, fine_channels=4)
+
+
+def test_zero_flow_warp_is_identity():
+    x = torch.randn(2, 5, 7, 9)
+    assert torch.allclose(flow_warp(x, torch.zeros(2, 2, 7, 9)), x, atol=1e-5)
+    # A one-pixel flow along x shifts the content left by one column (interior columns).
+    shifted = flow_warp(x, torch.cat([torch.ones(2, 1, 7, 9), torch.zeros(2, 1, 7, 9)], 1))
+    assert torch.allclose(shifted[..., :-1], x[..., 1:], atol=1e-5)
+    fam = FlowAlign(5, 3)  # zero-initialised flow: an untrained module is the identity warp
+    assert torch.allclose(fam(x, torch.randn(2, 3, 4, 5)), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("edge_flow", [True, False])
+def test_forward_shapes_and_gradients(edge_flow):
+    net = EdgeFlowNet(EdgeFlowConfig(edge_flow=edge_flow, **TINY))
+    out = net(torch.rand(2, 3, 48, 64), torch.zeros(2, 3, 48, 64))
+    expected = {"instances", "coarse", "aux"} | ({"edges"} if edge_flow else set())
+    assert set(out) == expected
+    for v in out.values():
+        assert v.shape == (2, 1, 48, 64) and torch.isfinite(v).all()
+    out["instances"].mean().backward()
+    assert net.maps_transform[0].weight.grad is not None  # the clicks reach the output
+    with pytest.raises(ValueError, match="coord_features"):
+        net(torch.rand(1, 3, 48, 64), torch.zeros(1, 3, 32, 64))
+
+
+def test_clicks_change_the_output():
+    torch.manual_seed(0)
+    net = EdgeFlowNet(EdgeFlowConfig(**TINY)).eval()
+    img = torch.rand(1, 3, 32, 32)
+    coord = torch.zeros(1, 3, 32, 32)
+    coord2 = coord.clone()
+    coord2[:, 1, 10:15, 10:15] = 1
+    with torch.no_grad():
+        a, b = net(img, coord)["instances"], net(img, coord2)["instances"]
+    assert not torch.allclose(a, b)
+
+
+def test_nfl_normalisation_and_losses():
+    logits = torch.randn(2, 1, 8, 8)
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    beta = nfl_beta(logits, target)
+    assert torch.allclose(beta.sum(dim=(1, 2, 3)), torch.full((2,), 64.0), rtol=1e-4)
+    good = normalized_focal_loss(target * 20 - 10, target)
+    bad = normalized_focal_loss(10 - target * 20, target)
+    assert float(good) < 1e-3 < float(bad)
+    valid = torch.zeros_like(target)
+    valid[..., :4] = 1
+    masked = normalized_focal_loss(logits, target, valid)
+    assert torch.isfinite(masked)
+    m = torch.zeros(1, 1, 16, 16)
+    m[..., 4:12, 4:12] = 1
+    band = boundary_band(m)
+    assert band[0, 0, 8, 8] == 0 and band[0, 0, 4, 8] == 1 and band[0, 0, 3, 8] == 1 and band[0, 0, 0, 0] == 0
+    assert float(boundary_loss(band * 20 - 10, band)) < 1e-3
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = EdgeFlowNet(EdgeFlowConfig(**TINY)).eval()
+    path = save_edgeflow(net, tmp_path / "m.safetensors", {"seed": 3, "inference": {"target_size": 64}})
+    loaded, card = load_edgeflow(path)
+    assert card["seed"] == 3 and card["model"]["width"] == 4
+    x, c = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x, c)["instances"], loaded(x, c)["instances"])
+    p = create_predictor("edgeflow", checkpoint=path)
+    assert isinstance(p, NetPredictor) and p.config.target_size == 64
+    with pytest.raises(TypeError, match="unknown inference"):
+        create_predictor("edgeflow", checkpoint=path, bogus=1)
+    # Errors: missing file, missing card, mismatching architecture, bad setting.
+    with pytest.raises(FileNotFoundError):
+        load_edgeflow(tmp_path / "nope.safetensors")
+    card_path = path.with_suffix(".json")
+    data = json.loads(card_path.read_text())
+    data["model"]["width"] = 6
+    card_path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="does not match"):
+        load_edgeflow(path)
+    card_path.unlink()
+    with pytest.raises(FileNotFoundError, match="model card"):
+        load_edgeflow(path)
+    with pytest.raises(ValueError, match="safetensors"):
+        save_edgeflow(net, tmp_path / "m.pt", {})
+
+
+def test_net_predictor_zoom_history_and_errors():
+    torch.manual_seed(0)
+    net = EdgeFlowNet(EdgeFlowConfig(**TINY)).eval()
+    with torch.no_grad():
+        net.cls_head.bias.fill_(5.0)  # an untrained net made to say "object" so zoom-in triggers
+    p = NetPredictor(net, config=InferenceConfig(target_size=64, max_side=96, min_crop=20))
+    img = (np.random.default_rng(0).random((60, 90, 3)) * 255).astype(np.uint8)
+    p.set_image(img)
+    c1, c2, c3 = Click(30, 45, True), Click(10, 10, False), Click(40, 60, True)
+    a = p.predict([c1])
+    assert a.shape == (60, 90) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    p.predict([c1, c2])
+    assert len(p._history) == 2 and p._history[-1].roi is not None  # zoomed in after the first click
+    p.predict([c1, c2, c3])
+    assert len(p._history) == 3
+    again = p.predict([c1])  # undo to one click: the history is cut back, and the result is reproduced
+    assert len(p._history) == 1 and np.allclose(again, a, atol=1e-6)
+    assert p.cache_stats["hits"] >= 1  # the whole-image view was encoded once in set_image and reused
+    with pytest.raises(ValueError, match="outside"):
+        p.predict([Click(60, 0, True)])
+    with pytest.raises(ValueError, match="prev_mask"):
+        p.predict([c1], prev_mask=np.zeros((5, 5)))
+    out = p.predict([c1], prev_mask=np.zeros((60, 90)))
+    assert out.shape == (60, 90)
+
+
+def test_float_image_input_matches_uint8():
+    net = EdgeFlowNet(EdgeFlowConfig(**TINY)).eval()
+    p = NetPredictor(net, config=InferenceConfig(zoom_in=False, max_side=64))
+    img = (np.random.default_rng(1).random((40, 40, 3)) * 255).astype(np.uint8)
+    p.set_image(img)
+    a = p.predict([Click(20, 20, True)])
+    p.set_image(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
+    b = p.predict([Click(20, 20, True)])
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_training_runs_and_learns_something(tmp_path):
+    cfg = TrainConfig(steps=3, batch_size=2, crop=48, samples=16, warmup=1, model=EdgeFlowConfig(**TINY))
+    card = train_edgeflow(cfg, tmp_path / "t.safetensors", log_every=1)
+    assert card["steps_done"] == 3 and card["recipe"]["seed"] == 0 and len(card["history"]) == 3
+    assert all(np.isfinite(r["loss"]) for r in card["history"])
+    net, _ = load_edgeflow(tmp_path / "t.safetensors")
+    assert net.uses_edge
