@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from robustvision.physical.attack import AttackConfig, optimize_texture
 from robustvision.physical.dataset import load_backgrounds, load_car_assets, make_views, original_texture
@@ -68,6 +69,10 @@ def main() -> None:
     ap.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
     ap.add_argument("--cls-loss", choices=["margin", "ce"], default="margin")
     ap.add_argument("--margin", type=float, default=5.0, help="kappa of the margin loss")
+    ap.add_argument(
+        "--texture", choices=["cube", "uv"], default="cube", help="cube (NMR texel cubes, DAS) or uv (atlas)"
+    )
+    ap.add_argument("--atlas-size", type=int, default=64, help="UV atlas side (--texture uv)")
     ap.add_argument("--eot-background", type=float, default=0.8, help="P(fresh random background) per view")
     ap.add_argument("--eot-photometric", type=float, default=0.2, help="brightness/contrast jitter")
     ap.add_argument("--seed", type=int, default=2333)
@@ -115,6 +120,8 @@ def main() -> None:
         "eot_background": args.eot_background,
         "eot_photometric": args.eot_photometric,
         "seed": args.seed,
+        "texture": args.texture,
+        "atlas_size": args.atlas_size,
         "content": args.content_weight,
     }
     jobs = [
@@ -141,7 +148,10 @@ def main() -> None:
         results = [_attack_job(j) for j in jobs]
     train_summary = {}
     for key, state, sec, summary in results:
-        tex = create_texture("cube", assets.mesh, assets.seed)
+        init = assets.seed
+        if args.texture == "uv":
+            init = F.interpolate(init[None], size=(args.atlas_size,) * 2, mode="bilinear", align_corners=False)[0]
+        tex = create_texture(args.texture, assets.mesh, init)
         tex.load_state_dict(state)
         textures[key] = tex.eval()
         step_time[key] = sec
