@@ -2,7 +2,7 @@
 (classification-only) adversarial texture and DAS, on held-out views; transfer matrix; naturalness; time/step.
 
 Usage (after `robustvision das dataset --out runs/das` and `robustvision das train --data runs/das`):
-    python benchmarks/das.py --data runs/das --views 100 --steps 150
+    python benchmarks/das.py --data runs/das --views 100 --train-views 160 --steps 300 --batch-size 8
 Quick mode (smoke test, a few views and steps): python benchmarks/das.py --data runs/das --quick
 
 Issue 5's target, printed beside our numbers: DAS lowers the attacked model's car accuracy by >= 40 points vs the
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from robustvision.physical.attack import AttackConfig, optimize_texture
 from robustvision.physical.dataset import load_backgrounds, load_car_assets, make_views, original_texture
@@ -28,16 +29,30 @@ from robustvision.physical.texture import CubeTexture, create_texture, random_cu
 
 def _attack_job(job: tuple) -> tuple[str, dict, float, float]:
     """One texture optimisation in a worker process (attacks on different models run side by side)."""
-    data, name, mode, steps, batch_size, lr, seed, train_views, procedural, faces, content, threads = job
+    data, name, mode, views, procedural, faces, opts, threads = job
     torch.set_num_threads(threads)
     model = load_model(data / "models" / f"{name}.safetensors")[0]
     assets = load_car_assets(faces=faces, procedural=procedural)
     bgs = load_backgrounds()
-    views = make_views(assets.mesh, train_views, model.image_size, bgs, generator=torch.Generator().manual_seed(seed))
-    cfg = AttackConfig(mode=mode, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    content = opts.pop("content")
+    cfg = AttackConfig(mode=mode, **opts)
     cfg.weights.content = content
-    res = optimize_texture(model, assets, views, cfg, backgrounds=bgs)
-    return f"{mode}@{name}", res.texture.state_dict(), res.seconds_per_step, res.history[-1]["p_car"]
+
+    def progress(step: int, row: dict[str, float]) -> None:
+        if step % 25 == 0 or step == cfg.steps - 1:
+            print(
+                f"  {mode}@{name} step {step}: p(car) {row['p_car']:.3f}, car rate {row['car_rate']:.2f}, "
+                f"cls {row['classification']:.3f}, lr {row['lr']:.4f}, {row['seconds']:.2f} s",
+                flush=True,
+            )
+
+    res = optimize_texture(model, assets, views, cfg, backgrounds=bgs, progress=progress)
+    last = res.history[-20:]
+    summary = {
+        "p_car_last20": sum(r["p_car"] for r in last) / len(last),
+        "car_rate_last20": sum(r["car_rate"] for r in last) / len(last),
+    }
+    return f"{mode}@{name}", res.texture.state_dict(), res.seconds_per_step, summary
 
 
 def main() -> None:
@@ -45,13 +60,24 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("runs/das"), help="folder with models/ from `das train`")
     ap.add_argument("--models", default="das_resnet,das_vit,das_mixer")
     ap.add_argument("--views", type=int, default=100, help="held-out evaluation views")
-    ap.add_argument("--train-views", type=int, default=48, help="views the textures are optimised on")
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument(
+        "--train-views", type=int, default=160, help="pool of cached training views (same pose distribution)"
+    )
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=8, help="views sampled from the pool per step")
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
+    ap.add_argument("--cls-loss", choices=["margin", "ce"], default="margin")
+    ap.add_argument("--margin", type=float, default=5.0, help="kappa of the margin loss")
+    ap.add_argument(
+        "--texture", choices=["cube", "uv"], default="cube", help="cube (NMR texel cubes, DAS) or uv (atlas)"
+    )
+    ap.add_argument("--atlas-size", type=int, default=64, help="UV atlas side (--texture uv)")
+    ap.add_argument("--eot-background", type=float, default=0.8, help="P(fresh random background) per view")
+    ap.add_argument("--eot-photometric", type=float, default=0.2, help="brightness/contrast jitter")
     ap.add_argument("--seed", type=int, default=2333)
     ap.add_argument("--procedural", action="store_true", help="attack the generated car")
-    ap.add_argument("--quick", action="store_true", help="12 views, 10 steps")
+    ap.add_argument("--quick", action="store_true", help="12 held-out views, 8 training views, 10 steps")
     ap.add_argument("--out", type=Path, default=None, help="write results JSON here")
     ap.add_argument("--faces", default=None, help="paintable face list (default: DAS all_faces.txt)")
     ap.add_argument("--content-weight", type=float, default=1e-4, help="lambda of the seed-content loss")
@@ -79,19 +105,34 @@ def main() -> None:
     }
     step_time: dict[str, float] = {}
     attacked = [m.strip() for m in args.attack_models.split(",")] if args.attack_models else names
+    t0 = time.perf_counter()
+    train_views = make_views(
+        assets.mesh, args.train_views, size, bgs, generator=torch.Generator().manual_seed(args.seed)
+    )
+    print(f"cached {args.train_views} training views in {time.perf_counter() - t0:.0f} s", flush=True)
+    opts = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "cls_loss": args.cls_loss,
+        "margin": args.margin,
+        "eot_background": args.eot_background,
+        "eot_photometric": args.eot_photometric,
+        "seed": args.seed,
+        "texture": args.texture,
+        "atlas_size": args.atlas_size,
+        "content": args.content_weight,
+    }
     jobs = [
         (
             args.data,
             n,
             mode,
-            args.steps,
-            args.batch_size,
-            args.lr,
-            args.seed,
-            args.train_views,
+            train_views,
             args.procedural,
             args.faces,
-            args.content_weight,
+            dict(opts),
             max(1, torch.get_num_threads() // args.jobs),
         )
         for n in attacked
@@ -105,12 +146,21 @@ def main() -> None:
             results = list(pool.map(_attack_job, jobs))
     else:
         results = [_attack_job(j) for j in jobs]
-    for key, state, sec, p_car in results:
-        tex = create_texture("cube", assets.mesh, assets.seed)
+    train_summary = {}
+    for key, state, sec, summary in results:
+        init = assets.seed
+        if args.texture == "uv":
+            init = F.interpolate(init[None], size=(args.atlas_size,) * 2, mode="bilinear", align_corners=False)[0]
+        tex = create_texture(args.texture, assets.mesh, init)
         tex.load_state_dict(state)
         textures[key] = tex.eval()
         step_time[key] = sec
-        print(f"optimised {key}: {sec:.3f} s/step, final p(car) {p_car:.3f}", flush=True)
+        train_summary[key] = summary
+        print(
+            f"optimised {key}: {sec:.3f} s/step; last 20 training batches: mean p(car) "
+            f"{summary['p_car_last20']:.3f}, car rate {summary['car_rate_last20']:.3f}",
+            flush=True,
+        )
     rows = {
         t: evaluate_texture(tex, test_views, classifiers, detector=detector, seed_texture=seed_tex)
         for t, tex in textures.items()
@@ -174,6 +224,7 @@ def main() -> None:
                     "rows": rows,
                     "verdict": verdict,
                     "seconds_per_step": step_time,
+                    "train_summary": train_summary,
                     "args": {k: str(v) for k, v in vars(args).items()},
                 },
                 indent=2,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustvision.physical.attack import AttackConfig, optimize_texture
+from robustvision.physical.attack import AttackConfig, _lr_factor, optimize_texture
 from robustvision.physical.attention import GradCAM, find_target_layer, tokens_to_grid
 from robustvision.physical.dataset import CarAssets, make_views, original_texture
 from robustvision.physical.evaluation import average_precision, evaluate_texture, spectral_residual_saliency
@@ -16,6 +16,7 @@ from robustvision.physical.losses import (
     attention_distraction_loss,
     connected_regions,
     content_loss,
+    margin_loss,
     not_target_loss,
     smooth_loss,
 )
@@ -120,8 +121,40 @@ def test_classification_content_and_smooth_losses():
     assert smooth_loss(noisy, torch.ones(1, 1, 8, 8)) > 0 and smooth_loss(noisy, torch.zeros(1, 1, 8, 8)) == 0
 
 
-@pytest.mark.parametrize("mode,texture", [("das", "cube"), ("naive", "uv")])
-def test_attack_lowers_its_loss_on_a_tiny_run(assets, views, mode, texture):
+def test_margin_loss_keeps_pushing_after_the_flip():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]])
+    # car = class 1: row 0 car leads by 4 -> 4 + 2; row 1 is already "not car" by 3 -> relu(-3 + 2) = 0
+    assert torch.isclose(margin_loss(logits, [1], kappa=2.0), torch.tensor((6.0 + 0.0) / 2))
+    assert torch.isclose(margin_loss(logits, [1, 2], kappa=0.0), torch.tensor((5.0 + 0.0) / 2))
+    # a view that just flipped (car 0.5 below the best other logit) still gets a full-size gradient
+    z = torch.tensor([[1.0, 0.5]], requires_grad=True)
+    margin_loss(z, [1], kappa=5.0).backward()
+    assert torch.allclose(z.grad, torch.tensor([[-1.0, 1.0]]))
+    with pytest.raises(ValueError, match="out of range"):
+        margin_loss(logits, [3])
+    with pytest.raises(ValueError, match="kappa"):
+        margin_loss(logits, [1], kappa=-1.0)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = AttackConfig(steps=100, lr_schedule="cosine", warmup_steps=10)
+    f = [_lr_factor(s, cfg) for s in range(100)]
+    assert f[0] < f[5] < f[9] < f[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
+    assert f[-1] == pytest.approx(0.05, abs=0.01)
+    assert _lr_factor(50, AttackConfig(steps=100, lr_schedule="constant")) == 1.0
+
+
+def test_attack_rejects_unknown_options(assets, views):
+    vs, _ = views
+    with pytest.raises(ValueError, match="classification loss"):
+        optimize_texture(TinyCNN().eval(), assets, vs, AttackConfig(mode="naive", steps=1, cls_loss="hinge"))
+    with pytest.raises(ValueError, match="lr schedule"):
+        optimize_texture(TinyCNN().eval(), assets, vs, AttackConfig(mode="naive", steps=1, lr_schedule="step"))
+
+
+@pytest.mark.parametrize("mode,texture,cls_loss", [("das", "cube", "margin"), ("naive", "uv", "ce")])
+def test_attack_lowers_its_loss_on_a_tiny_run(assets, views, mode, texture, cls_loss):
     vs, bgs = views
     model = TinyCNN().eval()
     cfg = AttackConfig(
@@ -134,12 +167,17 @@ def test_attack_lowers_its_loss_on_a_tiny_run(assets, views, mode, texture):
         eot_background=0.0,
         eot_photometric=0.0,
         cam_layer="features.3",
+        cls_loss=cls_loss,
+        margin=50.0,
+        warmup_steps=2,
     )
     res = optimize_texture(model, assets, vs, cfg, backgrounds=bgs)
     first = sum(r["classification"] for r in res.history[:3]) / 3
     last = sum(r["classification"] for r in res.history[-3:]) / 3
     assert last < first
     assert all(torch.isfinite(torch.tensor(r["total"])) for r in res.history)
+    assert all(r["seconds"] > 0 and 0 <= r["car_rate"] <= 1 for r in res.history)
+    assert res.history[0]["lr"] < res.history[2]["lr"]  # warm-up
     if mode == "das":
         assert {"attention", "content", "smooth"} <= set(res.history[0])
     assert model.training is False and all(p.requires_grad for p in model.parameters())

@@ -9,6 +9,7 @@ DAS is compared with).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from robustvision.physical.losses import (
     DASWeights,
     attention_distraction_loss,
     content_loss,
+    margin_loss,
     not_target_loss,
     smooth_loss,
 )
@@ -52,6 +54,12 @@ class AttackConfig:
         detach_cam_weights: DAS detaches the Grad-CAM channel weights; False keeps them differentiable.
         eot_background: probability of replacing a view's background by a fresh random crop.
         eot_photometric: brightness/contrast jitter amplitude.
+        cls_loss: ``margin`` (C&W margin, keeps pushing after a view flips; see :func:`margin_loss`) or ``ce``
+            (``-log(1 - p(car))``, the first version's term).
+        margin: ``kappa`` of the margin loss (logit units).
+        lr_schedule: ``cosine`` (linear warm-up over ``warmup_steps``, cosine decay to 5% of ``lr``) or
+            ``constant``.
+        warmup_steps: warm-up steps of the cosine schedule.
         seed: seeds view order and EOT (DAS: 2333).
         device: where to run.
     """
@@ -69,13 +77,18 @@ class AttackConfig:
     detach_cam_weights: bool = False
     eot_background: float = 0.5
     eot_photometric: float = 0.15
+    cls_loss: Literal["margin", "ce"] = "margin"
+    margin: float = 5.0
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 10
     seed: int = 2333
     device: str = "cpu"
 
 
 @dataclass
 class AttackResult:
-    """The optimised texture and the loss history (one dict per step) with the mean seconds per step."""
+    """The optimised texture and the loss history (one dict per step, with its ``seconds`` and ``lr``) with the
+    mean seconds per step."""
 
     texture: nn.Module
     history: list[dict[str, float]]
@@ -92,6 +105,17 @@ def edge_mask_for(texture: nn.Module, edge: torch.Tensor, paint_uv: torch.Tensor
         e = F.interpolate(edge[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
         return (e >= 0.5).float().expand(3, -1, -1)[None]
     raise TypeError(f"unknown texture type {type(texture).__name__}")
+
+
+def _lr_factor(step: int, config: AttackConfig) -> float:
+    """Multiplier of ``config.lr`` at ``step`` (linear warm-up then cosine decay to 5%, or constant)."""
+    if config.lr_schedule == "constant":
+        return 1.0
+    warm = max(0, min(config.warmup_steps, config.steps - 1))
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    t = (step - warm) / max(1, config.steps - warm)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def optimize_texture(
@@ -139,18 +163,29 @@ def optimize_texture(
         cam = GradCAM(model, layer, image_size=size)
     elif config.mode not in ("das", "naive"):
         raise ValueError(f"unknown attack mode {config.mode!r}; choose 'das' or 'naive'")
+    if config.cls_loss not in ("margin", "ce"):
+        raise ValueError(f"unknown classification loss {config.cls_loss!r}; choose 'margin' or 'ce'")
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown lr schedule {config.lr_schedule!r}; choose 'cosine' or 'constant'")
     cached = [v.to(dev) for v in views.views]
     opt = torch.optim.Adam(texture.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
     was = model.training
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     target = torch.tensor([config.car_classes[0]], device=dev)
+    target_all = torch.tensor(list(config.car_classes), device=dev)[None]
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     try:
         for step in range(config.steps):
-            idx = torch.randint(len(views), (config.batch_size,), generator=g).tolist()
+            t_step = time.perf_counter()
+            # Without replacement within a batch (when the pool allows): more distinct poses per step.
+            if config.batch_size <= len(views):
+                idx = torch.randperm(len(views), generator=g)[: config.batch_size].tolist()
+            else:
+                idx = torch.randint(len(views), (config.batch_size,), generator=g).tolist()
             imgs, masks = [], []
             for i in idx:
                 bg = views.backgrounds[i]
@@ -172,7 +207,10 @@ def optimize_texture(
                 losses["attention"] = attention_distraction_loss(cmap)
             else:
                 logits = model(x)
-            losses["classification"] = not_target_loss(logits, list(config.car_classes))
+            if config.cls_loss == "margin":
+                losses["classification"] = margin_loss(logits, list(config.car_classes), config.margin)
+            else:
+                losses["classification"] = not_target_loss(logits, list(config.car_classes))
             total = losses["classification"] * (w.classification if config.mode == "das" else 1.0)
             if config.mode == "das":
                 losses["content"] = content_loss(texture.param, seed_param, edge, w.edge, w.non_edge)
@@ -182,12 +220,17 @@ def optimize_texture(
                     total = total + w.attention * losses["attention"]
             opt.zero_grad(set_to_none=True)
             total.backward()
+            lr_now = opt.param_groups[0]["lr"]
             opt.step()
+            sched.step()
             with torch.no_grad():
-                p_car = F.softmax(logits, 1)[:, list(config.car_classes)].sum(1).mean()
+                probs = F.softmax(logits, 1)[:, list(config.car_classes)].sum(1)
             row = {k: float(v.detach()) for k, v in losses.items()} | {
                 "total": float(total.detach()),
-                "p_car": float(p_car),
+                "p_car": float(probs.mean()),
+                "car_rate": float((logits.argmax(1)[:, None] == target_all).any(1).float().mean()),
+                "lr": lr_now,
+                "seconds": time.perf_counter() - t_step,
             }
             history.append(row)
             if progress is not None:

@@ -18,6 +18,7 @@ __all__ = [
     "connected_regions",
     "attention_distraction_loss",
     "not_target_loss",
+    "margin_loss",
     "content_loss",
     "smooth_loss",
 ]
@@ -88,6 +89,26 @@ def not_target_loss(logits: torch.Tensor, target_classes: list[int] | torch.Tens
         raise ValueError("every class is a target class; nothing is left to push toward")
     logp = F.log_softmax(logits, 1)
     return -torch.logsumexp(logp[:, ~mask], 1).mean()
+
+
+def margin_loss(logits: torch.Tensor, target_classes: list[int] | torch.Tensor, kappa: float = 5.0) -> torch.Tensor:
+    """Targeted C&W-style margin ``relu(max_car z - max_other z + kappa)``, averaged over the batch.
+
+    Unlike ``-log(1 - p(car))``, whose gradient vanishes once a view is classified "not car", this keeps pushing
+    until the best non-car logit leads by ``kappa`` on every view, which leaves slack for unseen poses.
+    """
+    idx = torch.as_tensor(target_classes, device=logits.device).long()
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= logits.shape[1]:
+        raise ValueError(f"target classes {idx.tolist()} are out of range for {logits.shape[1]} logits")
+    if kappa < 0:
+        raise ValueError(f"margin kappa must be >= 0, got {kappa}")
+    mask = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    mask[idx] = True
+    if mask.all():
+        raise ValueError("every class is a target class; nothing is left to push toward")
+    car = logits[:, mask].max(1).values
+    other = logits[:, ~mask].max(1).values
+    return F.relu(car - other + kappa).mean()
 
 
 def content_loss(param: torch.Tensor, seed_param: torch.Tensor, edge: torch.Tensor, d1: float = 0.9, d2: float = 0.1):
