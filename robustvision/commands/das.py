@@ -171,7 +171,9 @@ def optimize(
     edge: str | None = typer.Option(None, help="Edge mask of the seed (default: smile_edge.jpg or Canny)."),
     procedural: bool = typer.Option(False, help="Attack the generated car."),
     mode: str = typer.Option("das", help="das or naive (classification loss only)."),
-    texture: str = typer.Option("cube", help="cube (NMR texture cubes) or uv (atlas)."),
+    texture: str = typer.Option(
+        "uv", help="uv (64x64 atlas; generalises to unseen poses, see docs) or cube (DAS's per-face texture cubes)."
+    ),
     views: int = typer.Option(160, help="Pool of cached training views (batches are sampled from it)."),
     steps: int = typer.Option(300, help="Optimisation steps."),
     batch_size: int = typer.Option(8, help="Views per step."),
@@ -181,7 +183,9 @@ def optimize(
     margin: float = typer.Option(5.0, help="kappa of the margin loss (logits)."),
     eot_background: float = typer.Option(0.8, help="Probability of a fresh random background per view and step."),
     eot_photometric: float = typer.Option(0.2, help="Brightness/contrast jitter per view and step."),
-    content_weight: float = typer.Option(1e-4, help="lambda of the seed-content loss (DAS: 1e-4 for 309 faces)."),
+    content_weight: float = typer.Option(
+        3e-5, help="lambda of the seed-content loss (3e-5 for the 64x64 atlas; DAS used 1e-4 with 309-face cubes)."
+    ),
     cls_weight: float = typer.Option(1.0, help="Weight of the targeted 'not car' loss in DAS mode."),
     eval_views: int = typer.Option(32, help="Held-out views for metrics.json."),
     seed: int = typer.Option(2333, help="Random seed."),
