@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from robustvision.commands import user_errors
+from robustvision.commands import default_command_group, user_errors
 
+# `robustvision adapt --method ...` is `robustvision adapt train --method ...` (the issue's spelling).
 app = typer.Typer(
+    cls=default_command_group("train"),
     no_args_is_help=True,
-    invoke_without_command=True,
     help="Unsupervised domain adaptation for segmentation: train (source_only | minent | cfcontra) and evaluate.",
 )
 console = Console()
@@ -129,42 +130,6 @@ def _train(
         console.print(f"memory bank: 2 x {result.source_bank.prototypes.shape[0]} x "
                       f"{result.source_bank.prototypes.shape[1]} prototypes = {nbytes} bytes")  # fmt: skip
     console.print(f"{result.seconds_per_iter * 1000:.0f} ms/step; checkpoint {weights} (card {card})")
-
-
-@app.callback()
-def main(
-    ctx: typer.Context,
-    method: Method = "",
-    source: Source = "synthetic",
-    target: Target = "synthetic",
-    eval_target: EvalTarget = None,
-    iters: Iters = 1000,
-    warmup_iters: Warmup = None,
-    arch: Arch = "deeplabv2_tiny",
-    batch_size: BatchSize = 4,
-    image_size: ImageSize = "64x128",
-    optimizer: Optimizer = "adamw",
-    lr: Lr = 1e-3,
-    ent_main: EntMain = 0.001,
-    ent_aux: EntAux = 0.0002,
-    contrast_weight: ContrastW = 0.001,
-    fda_beta: FdaBeta = 0.05,
-    seed: Seed = 0,
-    device: Device = "cpu",
-    out: Out = None,
-    init: Init = None,
-) -> None:
-    """Train with `robustvision adapt --method ...` (the same options as `adapt train`) or run a subcommand."""
-    if ctx.invoked_subcommand is not None:
-        if method:
-            raise typer.BadParameter("put --method after the subcommand: `robustvision adapt train --method ...`")
-        return
-    if not method:
-        console.print(ctx.get_help())
-        raise typer.Exit(0)
-    with user_errors():
-        _train(method, source, target, eval_target, iters, warmup_iters, arch, batch_size, image_size, optimizer, lr,
-               ent_main, ent_aux, contrast_weight, fda_beta, seed, device, out, init)  # fmt: skip
 
 
 @app.command("train")
