@@ -9,13 +9,6 @@ class UserError(Exception):
     """Base of errors caused by the user's input (bad names, paths, shapes, settings)."""
 
 
-def as_user_error(err: BaseException) -> UserError:
-    """Wrap an expected exception (bad name, bad value, missing file) as a :class:`UserError`."""
-    if isinstance(err, UserError):
-        return err
-    return UserError(str(err))
-
-
 # Exceptions that commands convert to UserError at the CLI edge.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     UnknownNameError,

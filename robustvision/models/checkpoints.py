@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import robustvision
+from robustvision.fileio import atomic_write_text
 from robustvision.models.wrappers import ImageClassifier
 
 CARD_SUFFIX = ".json"
@@ -36,15 +37,6 @@ def git_commit() -> str | None:
 
 def card_path(path: str | Path) -> Path:
     return Path(path).with_suffix(CARD_SUFFIX)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (a crash leaves the old file or the new one, never half of one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model: ImageClassifier, path: str | Path, card: dict[str, Any] | None = None) -> Path:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from robustvision.app.annotate.geometry import bbox_of, mask_to_rle, polygon_area, polygons_to_mask
 from robustvision.app.annotate.labels import Label, default_color
-from robustvision.models.checkpoints import atomic_write_text
+from robustvision.fileio import atomic_write_text
 
 ExportFormat = Literal["coco", "png", "labelme"]
 EXPORT_FORMATS = ("coco", "png", "labelme")

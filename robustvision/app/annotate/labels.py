@@ -6,7 +6,7 @@ import colorsys
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustvision.models.checkpoints import atomic_write_text
+from robustvision.fileio import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robustvision.models.checkpoints import atomic_write_text
+from robustvision.fileio import atomic_write_text
 
 ANNOTATION_VERSION = 1
 
