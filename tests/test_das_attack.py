@@ -289,3 +289,70 @@ def test_car_dataset_and_target_checkpoints(assets, tmp_path):
     assert out.shape == (2, 5) and (out[:, 1:] >= 0).all() and (out[:, 1:] <= 1).all()
     with pytest.raises(FileNotFoundError, match="not found"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def _tiny(seed: int) -> TinyCNN:
+    torch.manual_seed(seed)
+    m = TinyCNN()
+    for p in m.parameters():
+        p.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed + len(p.shape)))
+    m.cam_layer = "features.3"
+    return m.eval()
+
+
+@pytest.mark.parametrize("mode", ["das", "naive"])
+def test_ensemble_attack_sums_the_model_losses(assets, views, mode):
+    vs, bgs = views
+    a, b = _tiny(1), _tiny(2)
+    cfg = AttackConfig(mode=mode, steps=1, batch_size=4, texture="uv", atlas_size=16, seed=5)
+    ra = optimize_texture(a, assets, vs, cfg, backgrounds=bgs).history[0]
+    rb = optimize_texture(b, assets, vs, cfg, backgrounds=bgs).history[0]
+    rab = optimize_texture([a, b], assets, vs, cfg, backgrounds=bgs).history[0]
+    # same seed -> same batch, backgrounds and jitter: the ensemble's model terms are the sums of the single ones
+    assert rab["classification"] == pytest.approx(ra["classification"] + rb["classification"], rel=1e-5)
+    assert rab["p_car"] == pytest.approx((ra["p_car"] + rb["p_car"]) / 2, rel=1e-5)
+    if mode == "das":
+        assert rab["attention"] == pytest.approx(ra["attention"] + rb["attention"], rel=1e-5, abs=1e-7)
+        assert rab["content"] == pytest.approx(ra["content"])  # texture terms counted once
+    for m in (a, b):
+        assert m.training is False and all(p.requires_grad for p in m.parameters())
+
+
+def test_ensemble_gradient_reaches_the_texture_through_every_model(assets, views):
+    vs, bgs = views
+    a, b = _tiny(1), _tiny(2)
+    cfg = AttackConfig(mode="naive", steps=1, batch_size=4, texture="uv", atlas_size=16, seed=5, lr=0.1)
+    init = optimize_texture(a, assets, vs, AttackConfig(mode="naive", steps=1, lr=0.0, texture="uv", atlas_size=16))
+    moved = {}
+    for name, models in {"a": [a], "b": [b], "ab": [a, b]}.items():
+        tex = optimize_texture(models, assets, vs, cfg, backgrounds=bgs).texture
+        moved[name] = tex.param.detach() - init.texture.param.detach()
+    assert moved["ab"].abs().sum() > 0
+    # a model that contributes nothing would leave the ensemble's step equal to the other model's
+    assert not torch.allclose(moved["ab"], moved["a"]) and not torch.allclose(moved["ab"], moved["b"])
+    with pytest.raises(ValueError, match="at least one model"):
+        optimize_texture([], assets, vs, cfg)
+
+
+def test_cli_optimize_accepts_an_ensemble(tmp_path):
+    from typer.testing import CliRunner
+
+    from robustvision.commands.das import app
+    from robustvision.physical.targets import save_model
+
+    paths = []
+    for name in ("das_resnet", "das_mixer"):
+        torch.manual_seed(0)
+        p = tmp_path / f"{name}.safetensors"
+        card = {"kind": "classifier", "arch": name, "num_classes": 2, "image_size": 32}
+        save_model(build_classifier(name, 2, 32), p, card)
+        paths.append(str(p))
+    args = ["optimize", "--procedural", "--views", "3", "--steps", "2", "--batch-size", "2", "--eval-views", "2"]
+    r = CliRunner()
+    res = r.invoke(app, [*args, "--model", ",".join(paths), "--out", str(tmp_path / "atk")])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "atk" / "metrics.json").read_text())
+    assert metrics["model"] == "das_resnet+das_mixer"
+    assert {"acc/das_resnet", "acc/das_mixer"} <= set(metrics["attacked"])
+    res = r.invoke(app, [*args, "--model", f"{paths[0]},{paths[0]}", "--out", str(tmp_path / "dup")])
+    assert res.exit_code != 0 and "twice" in str(res.exception)

@@ -157,7 +157,9 @@ def _load_split(folder: Path, split: str) -> dict:
 @app.command()
 def optimize(
     model: str = typer.Option(
-        ..., help="Target: a checkpoint from `das train`, or a zoo name such as timm:resnet50 (with --pretrained)."
+        ...,
+        help="Target: a checkpoint from `das train`, or a zoo name such as timm:resnet50 (with --pretrained); "
+        "several, comma-separated, optimise one texture against their ensemble (losses summed).",
     ),
     pretrained: bool = typer.Option(False, help="Zoo models: load the library's ImageNet weights (downloads)."),
     image_size: int = typer.Option(224, help="Zoo models: input size."),
@@ -200,9 +202,21 @@ def optimize(
         from robustvision.physical.texture import create_texture
         from robustvision.runtime import resolve_device
 
-        clf, card = _target(model, pretrained, image_size)
-        size = card["image_size"]
-        cars = tuple(int(c) for c in car_classes.split(",") if c.strip()) or tuple(card["car_classes"])
+        targets = [_target(m.strip(), pretrained, image_size) for m in model.split(",") if m.strip()]
+        if not targets:
+            raise ValueError("--model is empty")
+        sizes = {c["image_size"] for _, c in targets}
+        if len(sizes) > 1:
+            raise ValueError(f"the ensemble's models take different image sizes {sorted(sizes)}")
+        if len({tuple(c["car_classes"]) for _, c in targets}) > 1 and not car_classes.strip():
+            raise ValueError("the ensemble's models have different car classes: give --car-classes")
+        names = [c["arch"] for _, c in targets]
+        if len(set(names)) < len(names):
+            raise ValueError(f"--model names the same architecture twice: {', '.join(names)}")
+        clfs = {c["arch"]: m for m, c in targets}
+        arch = "+".join(names)
+        size = targets[0][1]["image_size"]
+        cars = tuple(int(c) for c in car_classes.split(",") if c.strip()) or tuple(targets[0][1]["car_classes"])
         assets = _assets(mesh, faces, seed_texture, edge, procedural)
         bgs = load_backgrounds()
         train_views = make_views(assets.mesh, views, size, bgs, generator=torch.Generator().manual_seed(seed))
@@ -225,18 +239,20 @@ def optimize(
         )
         cfg.weights.content = content_weight
         cfg.weights.classification = cls_weight
-        clf.to(dev)
+        for m in clfs.values():
+            m.to(dev)
         with Progress(console=console) as bar:
-            task = bar.add_task(f"{mode} attack on {card['arch']}", total=steps)
+            task = bar.add_task(f"{mode} attack on {arch}", total=steps)
             result = optimize_texture(
-                clf,
+                list(clfs.values()),
                 assets,
                 train_views,
                 cfg,
                 backgrounds=bgs,
                 progress=lambda s, row: bar.update(task, completed=s + 1),
             )
-        clf.cpu()
+        for m in clfs.values():
+            m.cpu()
         out.mkdir(parents=True, exist_ok=True)
         seed_tex = create_texture(texture, assets.mesh, _seed_init(assets, cfg), cube_size=cfg.cube_size)
         torch.save(
@@ -249,16 +265,12 @@ def optimize(
             out / "texture.pt",
         )
         metrics = {
-            "model": card["arch"],
+            "model": arch,
             "seconds_per_step": result.seconds_per_step,
             "final_losses": result.history[-1],
-            "original": evaluate_texture(
-                original_texture(assets.mesh), test_views, {card["arch"]: clf}, car_classes=cars
-            ),
-            "seed": evaluate_texture(seed_tex, test_views, {card["arch"]: clf}, car_classes=cars),
-            "attacked": evaluate_texture(
-                result.texture, test_views, {card["arch"]: clf}, seed_texture=seed_tex, car_classes=cars
-            ),
+            "original": evaluate_texture(original_texture(assets.mesh), test_views, clfs, car_classes=cars),
+            "seed": evaluate_texture(seed_tex, test_views, clfs, car_classes=cars),
+            "attacked": evaluate_texture(result.texture, test_views, clfs, seed_texture=seed_tex, car_classes=cars),
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "history.json").write_text(json.dumps(result.history))
@@ -266,7 +278,7 @@ def optimize(
             out,
             test_views,
             {"original": original_texture(assets.mesh), "seed": seed_tex, mode: result.texture},
-            {card["arch"]: clf},
+            clfs,
             car_classes=cars,
         )
         console.print(json.dumps(metrics, indent=2))

@@ -5,13 +5,18 @@ transformation: random background crops and brightness/contrast), then minimises
 ``w_att * L_d + w_cls * L_cls + lambda * L_s + t * L_smo`` (see :mod:`robustvision.physical.losses`) with Adam
 on the texture's pre-tanh parameter. ``mode="naive"`` keeps only ``L_cls`` (the classification-only attack
 DAS is compared with).
+
+Ensemble attack: given several models, one texture is optimised against all of them at once; the model terms
+(``w_att * L_d + w_cls * L_cls``, each with the model's own Grad-CAM layer) are summed over the models on the
+same rendered batch, and the texture terms (content, smoothness) are counted once. This is the usual way to
+make a perturbation transfer to unseen architectures; it is not part of DAS itself.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,7 +55,8 @@ class AttackConfig:
         atlas_size: UV atlas side.
         weights: the loss weights (DAS defaults).
         car_classes: the classes counted as "car" (Grad-CAM explains the first).
-        cam_layer: Grad-CAM layer (default: the model's ``cam_layer`` or the last spatial layer).
+        cam_layer: Grad-CAM layer (default: the model's ``cam_layer`` or the last spatial layer; ensembles always
+            use each model's own).
         detach_cam_weights: DAS detaches the Grad-CAM channel weights; False keeps them differentiable.
         eot_background: probability of replacing a view's background by a fresh random crop.
         eot_photometric: brightness/contrast jitter amplitude.
@@ -119,7 +125,7 @@ def _lr_factor(step: int, config: AttackConfig) -> float:
 
 
 def optimize_texture(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     assets: CarAssets,
     views: ViewSet,
     config: AttackConfig,
@@ -130,7 +136,8 @@ def optimize_texture(
     """Optimise a camouflage texture for ``assets.mesh`` against ``model`` over ``views``.
 
     Args:
-        model: [0, 1]-input classifier (in eval mode during the attack; its mode is restored).
+        model: [0, 1]-input classifier (in eval mode during the attack; its mode is restored), or a sequence of
+            them for the ensemble attack (per-model losses summed; see the module docstring).
         assets: the car, seed image and edge mask (the texture starts from the seed).
         views: cached training views with their backgrounds.
         config: :class:`AttackConfig`.
@@ -157,12 +164,18 @@ def optimize_texture(
     seed_param = texture.param.detach().clone()
     edge = edge_mask_for(texture, assets.edge, mesh.paint_uv()).to(dev)
     w = config.weights
-    cam = None
-    if config.mode == "das" and w.attention > 0:
-        layer = config.cam_layer or getattr(model, "cam_layer", None)
-        cam = GradCAM(model, layer, image_size=size)
-    elif config.mode not in ("das", "naive"):
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    if not models:
+        raise ValueError("the attack needs at least one model")
+    if config.mode not in ("das", "naive"):
         raise ValueError(f"unknown attack mode {config.mode!r}; choose 'das' or 'naive'")
+    cams: list[GradCAM | None] = []
+    for m in models:
+        if config.mode == "das" and w.attention > 0:
+            layer = config.cam_layer if len(models) == 1 and config.cam_layer else getattr(m, "cam_layer", None)
+            cams.append(GradCAM(m, layer, image_size=size))
+        else:
+            cams.append(None)
     if config.cls_loss not in ("margin", "ce"):
         raise ValueError(f"unknown classification loss {config.cls_loss!r}; choose 'margin' or 'ce'")
     if config.lr_schedule not in ("cosine", "constant"):
@@ -170,10 +183,11 @@ def optimize_texture(
     cached = [v.to(dev) for v in views.views]
     opt = torch.optim.Adam(texture.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
-    was = model.training
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
     target = torch.tensor([config.car_classes[0]], device=dev)
     target_all = torch.tensor(list(config.car_classes), device=dev)[None]
     history: list[dict[str, float]] = []
@@ -200,17 +214,22 @@ def optimize_texture(
                 masks.append(cached[i].paint_mask)
             x = torch.stack(imgs)
             losses: dict[str, torch.Tensor] = {}
-            if cam is not None:
-                cmap, logits = cam(
-                    x, target.expand(len(idx)), create_graph=True, detach_weights=config.detach_cam_weights
-                )
-                losses["attention"] = attention_distraction_loss(cmap)
-            else:
-                logits = model(x)
-            if config.cls_loss == "margin":
-                losses["classification"] = margin_loss(logits, list(config.car_classes), config.margin)
-            else:
-                losses["classification"] = not_target_loss(logits, list(config.car_classes))
+            all_logits = []
+            for m, cam in zip(models, cams, strict=True):
+                if cam is not None:
+                    cmap, logits = cam(
+                        x, target.expand(len(idx)), create_graph=True, detach_weights=config.detach_cam_weights
+                    )
+                    att = attention_distraction_loss(cmap)
+                    losses["attention"] = losses["attention"] + att if "attention" in losses else att
+                else:
+                    logits = m(x)
+                if config.cls_loss == "margin":
+                    cls = margin_loss(logits, list(config.car_classes), config.margin)
+                else:
+                    cls = not_target_loss(logits, list(config.car_classes))
+                losses["classification"] = losses["classification"] + cls if "classification" in losses else cls
+                all_logits.append(logits)
             total = losses["classification"] * (w.classification if config.mode == "das" else 1.0)
             if config.mode == "das":
                 losses["content"] = content_loss(texture.param, seed_param, edge, w.edge, w.non_edge)
@@ -224,11 +243,13 @@ def optimize_texture(
             opt.step()
             sched.step()
             with torch.no_grad():
-                probs = F.softmax(logits, 1)[:, list(config.car_classes)].sum(1)
+                lg = torch.stack(all_logits)  # models x batch x classes
+                probs = F.softmax(lg, -1)[..., list(config.car_classes)].sum(-1)
+                car_rate = (lg.argmax(-1)[..., None] == target_all).any(-1).float().mean()
             row = {k: float(v.detach()) for k, v in losses.items()} | {
                 "total": float(total.detach()),
                 "p_car": float(probs.mean()),
-                "car_rate": float((logits.argmax(1)[:, None] == target_all).any(1).float().mean()),
+                "car_rate": float(car_rate),
                 "lr": lr_now,
                 "seconds": time.perf_counter() - t_step,
             }
@@ -236,8 +257,9 @@ def optimize_texture(
             if progress is not None:
                 progress(step, row)
     finally:
-        model.train(was)
-        for p in model.parameters():
-            p.requires_grad_(True)
+        for m, mode in zip(models, was, strict=True):
+            m.train(mode)
+            for p in m.parameters():
+                p.requires_grad_(True)
     elapsed = time.perf_counter() - start
     return AttackResult(texture.cpu().eval(), history, elapsed / config.steps)

@@ -29,6 +29,8 @@ class TrainConfig:
         batch_size: images per step.
         lr: AdamW peak learning rate (cosine decay, 1 warm-up epoch fraction).
         weight_decay: AdamW weight decay.
+        shift: classifiers only: random translation by up to this many pixels (reflect-padded), on top of the
+            horizontal flip (0: flip only).
         seed: seeds the shuffling and initialisation.
         device: where to train.
     """
@@ -37,6 +39,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
+    shift: int = 0
     seed: int = 0
     device: str = "cpu"
 
@@ -59,6 +62,17 @@ def _augment(
         fb[:, 0], fb[:, 2] = size - boxes[:, 2], size - boxes[:, 0]
         boxes = torch.where(flip.view(-1, 1).to(boxes.device), fb, boxes)
     return x, boxes
+
+
+def _shift(x: torch.Tensor, pixels: int, g: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``pixels`` in x and y (reflect padding keeps the borders natural)."""
+    if pixels <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    dy = torch.randint(2 * pixels + 1, (n,), generator=g).tolist()
+    dx = torch.randint(2 * pixels + 1, (n,), generator=g).tolist()
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 def train_classifier(
@@ -86,6 +100,7 @@ def train_classifier(
                 x = images[idx].to(dev).float() / 255
                 y = labels[idx].to(dev)
                 x, _ = _augment(x, None, g)
+                x = _shift(x, config.shift, g)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
