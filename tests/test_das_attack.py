@@ -356,3 +356,31 @@ def test_cli_optimize_accepts_an_ensemble(tmp_path):
     assert {"acc/das_resnet", "acc/das_mixer"} <= set(metrics["attacked"])
     res = r.invoke(app, [*args, "--model", f"{paths[0]},{paths[0]}", "--out", str(tmp_path / "dup")])
     assert res.exit_code != 0 and "twice" in str(res.exception)
+
+
+def test_shift_eot_and_training_shift_translate_without_changing_shape(assets, views):
+    from robustvision.physical.attack import _shift_batch
+    from robustvision.physical.train import _shift
+
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    for fn in (_shift_batch, _shift):
+        y = fn(x, 2, torch.Generator().manual_seed(1))
+        assert y.shape == x.shape
+        # each output is a window of the reflect-padded input
+        padded = torch.nn.functional.pad(x.detach(), (2,) * 4, mode="reflect")
+        for i in range(3):
+            assert any(
+                torch.equal(y[i].detach(), padded[i, :, dy : dy + 16, dx : dx + 16])
+                for dy in range(5)
+                for dx in range(5)
+            )
+    assert torch.equal(_shift(x, 0, torch.Generator()), x)
+    (grad,) = torch.autograd.grad(_shift_batch(x, 2, torch.Generator().manual_seed(1)).sum(), x)
+    assert grad.abs().sum() > 0
+    vs, bgs = views
+    with pytest.raises(ValueError, match="eot_shift"):
+        optimize_texture(TinyCNN().eval(), assets, vs, AttackConfig(mode="naive", steps=1, eot_shift=32))
+    res = optimize_texture(
+        TinyCNN().eval(), assets, vs, AttackConfig(mode="naive", steps=2, texture="uv", atlas_size=16, eot_shift=3)
+    )
+    assert len(res.history) == 2

@@ -28,7 +28,7 @@ def _assets(mesh: str | None, faces: str | None, seed_texture: str | None, edge:
 def dataset(
     out: Path = typer.Option(Path("runs/das"), help="Output folder (writes train.pt and test.pt)."),
     train_size: int = typer.Option(1000, help="Training images."),
-    test_size: int = typer.Option(300, help="Test images."),
+    test_size: int = typer.Option(300, help="Test images (0: render the training split only)."),
     image_size: int = typer.Option(64, help="Image side in pixels."),
     mesh: str | None = typer.Option(None, help="Mesh file (default: the DAS Audi when present, else generated)."),
     faces: str | None = typer.Option(None, help="Paintable face ids, 1-based (default: DAS all_faces.txt)."),
@@ -44,7 +44,11 @@ def dataset(
         assets = _assets(mesh, faces, None, None, procedural)
         bgs = load_backgrounds(backgrounds)
         out.mkdir(parents=True, exist_ok=True)
+        if train_size < 1 or test_size < 0:
+            raise ValueError("--train-size must be >= 1 and --test-size >= 0")
         for split, n, s in (("train", train_size, seed), ("test", test_size, seed + 1)):
+            if n == 0:
+                continue
             with Progress(console=console) as bar:
                 task = bar.add_task(f"rendering {split}", total=n)
                 data = render_car_dataset(
@@ -58,7 +62,8 @@ def dataset(
                 )
             data["meta"] = {"mesh": assets.name, "image_size": image_size, "seed": s}
             torch.save(data, out / f"{split}.pt")
-        console.print(f"wrote {out / 'train.pt'} and {out / 'test.pt'} ({assets.name})")
+        written = " and ".join(str(out / f"{k}.pt") for k, n in (("train", train_size), ("test", test_size)) if n)
+        console.print(f"wrote {written} ({assets.name})")
 
 
 @app.command()
@@ -68,6 +73,12 @@ def train(
     detector: bool = typer.Option(True, help="Also train the one-box car detector."),
     epochs: int = typer.Option(8, help="Epochs."),
     lr: float = typer.Option(2e-3, help="AdamW learning rate."),
+    shift: int = typer.Option(
+        0, help="Classifiers: random translation by up to this many pixels (das_vit needs it; see docs)."
+    ),
+    extra_data: str = typer.Option(
+        "", help="Comma-separated extra training sets (.pt from `das dataset` or render_car_dataset) to append."
+    ),
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
@@ -79,9 +90,18 @@ def train(
         from robustvision.runtime import resolve_device
 
         tr, te = _load_split(data, "train"), _load_split(data, "test")
+        for extra in [e.strip() for e in extra_data.split(",") if e.strip()]:
+            if not extra.endswith(".pt"):
+                raise ValueError(f"--extra-data {extra}: expected a .pt file from `das dataset`")
+            more = _load_split(Path(extra).parent, Path(extra).stem)
+            if more["images"].shape[1:] != tr["images"].shape[1:]:
+                raise ValueError(f"{extra}: images {tuple(more['images'].shape[1:])} differ from the training set's")
+            for k in ("images", "labels", "boxes", "painted"):
+                tr[k] = torch.cat([tr[k], more[k]])
         size = tr["images"].shape[-1]
         dev = str(resolve_device(device))
-        cfg = TrainConfig(epochs=epochs, lr=lr, seed=seed, device=dev)
+        cfg = TrainConfig(epochs=epochs, lr=lr, shift=shift, seed=seed, device=dev)
+        recipe = {"epochs": epochs, "lr": lr, "shift": shift, "seed": seed, "train_images": len(tr["images"])}
         summary = {}
         names = [m.strip() for m in models.split(",") if m.strip()]
         for name in names:
@@ -114,6 +134,7 @@ def train(
                     "image_size": size,
                     "classes": ["not_car", "car"],
                     **row,
+                    "recipe": recipe,
                 },
             )
             summary[name] = row
@@ -185,6 +206,7 @@ def optimize(
     margin: float = typer.Option(5.0, help="kappa of the margin loss (logits)."),
     eot_background: float = typer.Option(0.8, help="Probability of a fresh random background per view and step."),
     eot_photometric: float = typer.Option(0.2, help="Brightness/contrast jitter per view and step."),
+    eot_shift: int = typer.Option(0, help="Random translation (pixels) of each rendered view per step."),
     content_weight: float = typer.Option(
         3e-5, help="lambda of the seed-content loss (3e-5 for the 64x64 atlas; DAS used 1e-4 with 309-face cubes)."
     ),
@@ -232,6 +254,7 @@ def optimize(
             margin=margin,
             eot_background=eot_background,
             eot_photometric=eot_photometric,
+            eot_shift=eot_shift,
             texture=texture,  # type: ignore[arg-type]
             seed=seed,
             device=dev,

@@ -60,6 +60,8 @@ class AttackConfig:
         detach_cam_weights: DAS detaches the Grad-CAM channel weights; False keeps them differentiable.
         eot_background: probability of replacing a view's background by a fresh random crop.
         eot_photometric: brightness/contrast jitter amplitude.
+        eot_shift: random translation of each rendered view by up to this many pixels (reflect-padded; 0: off),
+            a camera-jitter EOT that also makes the texture less specific to the target's patch grid.
         cls_loss: ``margin`` (C&W margin, keeps pushing after a view flips; see :func:`margin_loss`) or ``ce``
             (``-log(1 - p(car))``, the first version's term).
         margin: ``kappa`` of the margin loss (logit units).
@@ -83,6 +85,7 @@ class AttackConfig:
     detach_cam_weights: bool = False
     eot_background: float = 0.5
     eot_photometric: float = 0.15
+    eot_shift: int = 0
     cls_loss: Literal["margin", "ce"] = "margin"
     margin: float = 5.0
     lr_schedule: Literal["cosine", "constant"] = "cosine"
@@ -111,6 +114,14 @@ def edge_mask_for(texture: nn.Module, edge: torch.Tensor, paint_uv: torch.Tensor
         e = F.interpolate(edge[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
         return (e >= 0.5).float().expand(3, -1, -1)[None]
     raise TypeError(f"unknown texture type {type(texture).__name__}")
+
+
+def _shift_batch(x: torch.Tensor, pixels: int, g: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``pixels`` in x and y (reflect padding; differentiable in ``x``)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    d = torch.randint(2 * pixels + 1, (n, 2), generator=g).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(d)])
 
 
 def _lr_factor(step: int, config: AttackConfig) -> float:
@@ -178,6 +189,8 @@ def optimize_texture(
             cams.append(None)
     if config.cls_loss not in ("margin", "ce"):
         raise ValueError(f"unknown classification loss {config.cls_loss!r}; choose 'margin' or 'ce'")
+    if config.eot_shift < 0 or config.eot_shift >= size:
+        raise ValueError(f"eot_shift must be in [0, {size}), got {config.eot_shift}")
     if config.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown lr schedule {config.lr_schedule!r}; choose 'cosine' or 'constant'")
     cached = [v.to(dev) for v in views.views]
@@ -213,6 +226,8 @@ def optimize_texture(
                 imgs.append(((img - mean) * c + mean * b).clamp(0, 1))
                 masks.append(cached[i].paint_mask)
             x = torch.stack(imgs)
+            if config.eot_shift > 0:
+                x = _shift_batch(x, config.eot_shift, g)
             losses: dict[str, torch.Tensor] = {}
             all_logits = []
             for m, cam in zip(models, cams, strict=True):
