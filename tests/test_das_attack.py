@@ -384,3 +384,24 @@ def test_shift_eot_and_training_shift_translate_without_changing_shape(assets, v
         TinyCNN().eval(), assets, vs, AttackConfig(mode="naive", steps=2, texture="uv", atlas_size=16, eot_shift=3)
     )
     assert len(res.history) == 2
+
+
+def test_cli_train_split_only_and_extra_data_recipe(tmp_path):
+    from typer.testing import CliRunner
+
+    from robustvision.commands.das import app
+
+    r = CliRunner()
+    common = ["--train-size", "6", "--image-size", "16", "--procedural"]
+    res = r.invoke(app, ["dataset", "--out", str(tmp_path / "d"), *common, "--test-size", "4"])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["dataset", "--out", str(tmp_path / "e"), *common, "--test-size", "0", "--seed", "9"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e" / "train.pt").is_file() and not (tmp_path / "e" / "test.pt").exists()
+    args = ["train", "--data", str(tmp_path / "d"), "--models", "das_mixer", "--no-detector", "--epochs", "1"]
+    res = r.invoke(app, [*args, "--shift", "2", "--extra-data", str(tmp_path / "e" / "train.pt")])
+    assert res.exit_code == 0, res.output
+    card = json.loads((tmp_path / "d" / "models" / "das_mixer.json").read_text())
+    assert card["recipe"]["train_images"] == 12 and card["recipe"]["shift"] == 2
+    res = r.invoke(app, [*args, "--extra-data", str(tmp_path / "e" / "missing.pt")])
+    assert res.exit_code != 0 and "not found" in str(res.exception)

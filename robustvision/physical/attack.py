@@ -180,6 +180,12 @@ def optimize_texture(
         raise ValueError("the attack needs at least one model")
     if config.mode not in ("das", "naive"):
         raise ValueError(f"unknown attack mode {config.mode!r}; choose 'das' or 'naive'")
+    if config.cls_loss not in ("margin", "ce"):
+        raise ValueError(f"unknown classification loss {config.cls_loss!r}; choose 'margin' or 'ce'")
+    if config.eot_shift < 0 or config.eot_shift >= size:
+        raise ValueError(f"eot_shift must be in [0, {size}), got {config.eot_shift}")
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown lr schedule {config.lr_schedule!r}; choose 'cosine' or 'constant'")
     cams: list[GradCAM | None] = []
     for m in models:
         if config.mode == "das" and w.attention > 0:
@@ -187,12 +193,6 @@ def optimize_texture(
             cams.append(GradCAM(m, layer, image_size=size))
         else:
             cams.append(None)
-    if config.cls_loss not in ("margin", "ce"):
-        raise ValueError(f"unknown classification loss {config.cls_loss!r}; choose 'margin' or 'ce'")
-    if config.eot_shift < 0 or config.eot_shift >= size:
-        raise ValueError(f"eot_shift must be in [0, {size}), got {config.eot_shift}")
-    if config.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"unknown lr schedule {config.lr_schedule!r}; choose 'cosine' or 'constant'")
     cached = [v.to(dev) for v in views.views]
     opt = torch.optim.Adam(texture.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
@@ -225,9 +225,9 @@ def optimize_texture(
                 mean = img.mean()
                 imgs.append(((img - mean) * c + mean * b).clamp(0, 1))
                 masks.append(cached[i].paint_mask)
-            x = torch.stack(imgs)
-            if config.eot_shift > 0:
-                x = _shift_batch(x, config.eot_shift, g)
+            rendered = torch.stack(imgs)
+            # the smoothness term is measured on the unshifted renders, where the paint masks line up
+            x = _shift_batch(rendered, config.eot_shift, g) if config.eot_shift > 0 else rendered
             losses: dict[str, torch.Tensor] = {}
             all_logits = []
             for m, cam in zip(models, cams, strict=True):
@@ -248,7 +248,7 @@ def optimize_texture(
             total = losses["classification"] * (w.classification if config.mode == "das" else 1.0)
             if config.mode == "das":
                 losses["content"] = content_loss(texture.param, seed_param, edge, w.edge, w.non_edge)
-                losses["smooth"] = smooth_loss(x, torch.stack(masks))
+                losses["smooth"] = smooth_loss(rendered, torch.stack(masks))
                 total = total + w.content * losses["content"] + w.smooth * losses["smooth"]
                 if "attention" in losses:
                     total = total + w.attention * losses["attention"]
