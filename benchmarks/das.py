@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument(
         "--texture", choices=["cube", "uv"], default="cube", help="cube (NMR texel cubes, DAS) or uv (atlas)"
     )
-    ap.add_argument("--atlas-size", type=int, default=64, help="UV atlas side (--texture uv)")
+    ap.add_argument("--atlas-size", type=int, default=32, help="UV atlas side (--texture uv)")
     ap.add_argument("--eot-background", type=float, default=0.8, help="P(fresh random background) per view")
     ap.add_argument("--eot-photometric", type=float, default=0.2, help="brightness/contrast jitter")
     ap.add_argument("--eot-shift", type=int, default=0, help="random translation (pixels) per view and step")

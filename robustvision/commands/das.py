@@ -195,8 +195,9 @@ def optimize(
     procedural: bool = typer.Option(False, help="Attack the generated car."),
     mode: str = typer.Option("das", help="das or naive (classification loss only)."),
     texture: str = typer.Option(
-        "uv", help="uv (64x64 atlas; generalises to unseen poses, see docs) or cube (DAS's per-face texture cubes)."
+        "uv", help="uv (a UV atlas; generalises to unseen poses, see docs) or cube (DAS's per-face texture cubes)."
     ),
+    atlas_size: int = typer.Option(32, help="UV atlas side (32 transfers across families better than 64; see docs)."),
     views: int = typer.Option(160, help="Pool of cached training views (batches are sampled from it)."),
     steps: int = typer.Option(300, help="Optimisation steps."),
     batch_size: int = typer.Option(8, help="Views per step."),
@@ -208,7 +209,7 @@ def optimize(
     eot_photometric: float = typer.Option(0.2, help="Brightness/contrast jitter per view and step."),
     eot_shift: int = typer.Option(0, help="Random translation (pixels) of each rendered view per step."),
     content_weight: float = typer.Option(
-        3e-5, help="lambda of the seed-content loss (3e-5 for the 64x64 atlas; DAS used 1e-4 with 309-face cubes)."
+        3e-5, help="lambda of the seed-content loss (3e-5 for the UV atlas; DAS used 1e-4 with 309-face cubes)."
     ),
     cls_weight: float = typer.Option(1.0, help="Weight of the targeted 'not car' loss in DAS mode."),
     eval_views: int = typer.Option(32, help="Held-out views for metrics.json."),
@@ -256,6 +257,7 @@ def optimize(
             eot_photometric=eot_photometric,
             eot_shift=eot_shift,
             texture=texture,  # type: ignore[arg-type]
+            atlas_size=atlas_size,
             seed=seed,
             device=dev,
             car_classes=cars,

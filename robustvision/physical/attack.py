@@ -52,7 +52,7 @@ class AttackConfig:
             here need a larger one).
         texture: ``cube`` (NMR colour cubes, DAS) or ``uv`` (a UV atlas).
         cube_size: cube side T (DAS: 6).
-        atlas_size: UV atlas side.
+        atlas_size: UV atlas side (32: coarse paint that transfers across model families; see the docs).
         weights: the loss weights (DAS defaults).
         car_classes: the classes counted as "car" (Grad-CAM explains the first).
         cam_layer: Grad-CAM layer (default: the model's ``cam_layer`` or the last spatial layer; ensembles always
@@ -78,7 +78,7 @@ class AttackConfig:
     lr: float = 0.05
     texture: Literal["cube", "uv"] = "cube"
     cube_size: int = 6
-    atlas_size: int = 64
+    atlas_size: int = 32
     weights: DASWeights = field(default_factory=DASWeights)
     car_classes: tuple[int, ...] = (1,)
     cam_layer: str | None = None
