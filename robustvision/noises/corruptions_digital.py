@@ -41,7 +41,8 @@ class Contrast(Corruption):
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
         means = images.mean((2, 3), keepdim=True)
-        return ((images - means) * c + means).clamp(0, 1)
+        # (x - mean) * c + mean, as one fused pass plus an in-place clamp
+        return torch.lerp(means.expand_as(images), images, float(c)).clamp_(0, 1)
 
 
 @register_corruption("elastic_transform", "digital")

@@ -34,7 +34,7 @@ class GaussianNoise(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
-        return (images + c * params["noise"].to(images)).clamp(0, 1)
+        return torch.add(images, params["noise"].to(images), alpha=c).clamp_(0, 1)
 
 
 @register_corruption("shot_noise", "noise")
@@ -98,7 +98,7 @@ class SpeckleNoise(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
-        return (images + images * c * params["noise"].to(images)).clamp(0, 1)
+        return torch.addcmul(images, images, params["noise"].to(images), value=c).clamp_(0, 1)
 
 
 def gaussian_noise(
