@@ -181,6 +181,28 @@ def test_frost_texture_resembles_the_photos():
     assert (means[:, 2] >= means[:, 0]).float().mean() > 0.9  # bluish like the photos
 
 
+def test_frost_crops_the_fixed_bank():
+    from robustvision.noises.corruptions_weather import frost_bank, frost_bank_size
+
+    bank = frost_bank(40, 48)
+    assert bank.shape == (5, 3, *frost_bank_size(40, 48)) and bank.shape[-2:] == (60, 72)
+    assert torch.equal(bank, frost_bank(40, 48)), "the bank is fixed"
+    noise = create_noise("frost", severity=2, profile="cifar")
+    _, b = noise.table["cifar"][1]
+    zeros = torch.zeros(6, 3, 40, 48)
+    params = noise.sample_params(zeros.shape, gen(0))
+    out = noise.apply(zeros, params)
+    for i in range(6):
+        k, t, left = (int(params[key][i]) for key in ("photo", "top", "left"))
+        expected = (b * bank[k, :, t : t + 40, left : left + 48]).clamp(0, 1)
+        assert torch.allclose(out[i], expected, atol=1e-6)
+    assert len(set(params["top"].tolist())) > 1 and len(set(params["photo"].tolist())) > 1  # crops vary
+    grey = noise.apply(zeros[:, :1], params)
+    assert grey.shape == (6, 1, 40, 48) and torch.allclose(
+        grey, out.mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).clamp(0, 1), atol=1e-5
+    )
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", NATURAL)

@@ -7,11 +7,16 @@ Frost: the original blends a random crop of one of five frost photographs shippe
 We ship no photographs; :func:`frost_texture` synthesises one instead: a power-law (``1/f^1.7``) noise field
 plus a ridged copy of it (thin bright crystal veins), scaled to the per-channel mean and standard deviation
 of one of the five photographs (measured once from imagecorruptions' ``frost1-5``, the constants below).
-The blend formula is the original one, and ``apply`` accepts a real texture in ``params['texture']``.
+As the original reads its five photographs and crops one at random, we synthesise a fixed, seeded bank of
+five such textures once per image size and device (:func:`frost_bank`, 1.5x the image side) and take random
+crops of it. The blend formula is the original one, and ``apply`` accepts a real texture in
+``params['texture']``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import cv2
@@ -84,12 +89,20 @@ class Snow(Corruption):
         return (x + layer + torch.rot90(layer, 2, (-2, -1))).clamp(0, 1)
 
 
-def frost_texture(n: int, h: int, w: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` synthetic RGB frost textures, ``n x 3 x h x w`` in [0, 1] (see the module docstring)."""
+def frost_texture(
+    n: int, h: int, w: int, *, generator: torch.Generator | None = None, photo: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``n`` synthetic RGB frost textures, ``n x 3 x h x w`` in [0, 1] (see the module docstring).
+
+    ``photo`` (``n`` indices into ``FROST_PHOTO_STATS``) picks whose colour statistics each texture takes;
+    random when omitted.
+    """
     size = max(next_power_of_2(max(h, w)), 8)
     dev = generator.device if generator is not None else torch.device("cpu")
     white = torch.randn((n, size, size), generator=generator, device=dev)
-    choice = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+    if photo is None:
+        photo = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+    choice = photo.to(dev)
     fy = torch.fft.fftfreq(size, device=dev).view(-1, 1)
     fx = torch.fft.rfftfreq(size, device=dev).view(1, -1)
     radius = torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / size)
@@ -104,9 +117,35 @@ def frost_texture(n: int, h: int, w: int, *, generator: torch.Generator | None =
     return (means + stds * gray.unsqueeze(1)).clamp(0, 1)
 
 
+FROST_BANK_SEED = 20190101  # the bank is fixed, like the photographs the original ships
+FROST_BANK_SCALE = 1.5  # bank side / image side: room for random crops (the original's photos are >= 1.1x)
+
+
+def frost_bank_size(h: int, w: int) -> tuple[int, int]:
+    """Height and width of the frost textures that ``h x w`` images are cropped from."""
+    return int(math.ceil(h * FROST_BANK_SCALE)), int(math.ceil(w * FROST_BANK_SCALE))
+
+
+@functools.lru_cache(maxsize=8)
+def frost_bank(h: int, w: int, device: str = "cpu") -> torch.Tensor:
+    """The fixed bank of frost textures for ``h x w`` images: one per photograph of the original,
+    ``5 x 3 x H' x W'`` (see :func:`frost_bank_size`), generated once (seeded, on the CPU) and cached per size and
+    device, as the original reads its five photographs. Read-only: crops are copied, never written to.
+    """
+    bh, bw = frost_bank_size(h, w)
+    k = len(FROST_PHOTO_STATS)
+    bank = frost_texture(k, bh, bw, generator=torch.Generator().manual_seed(FROST_BANK_SEED), photo=torch.arange(k))
+    return bank.to(device)
+
+
 @register_corruption("frost", "weather")
 class Frost(Corruption):
-    """Frost on the lens: ``clip(a * x + b * frost_texture)``."""
+    """Frost on the lens: ``clip(a * x + b * frost)``, ``frost`` a random crop of one of five fixed textures.
+
+    As the original picks one of its five frost photographs and crops it at a random position,
+    ``sample_params`` draws the texture (``photo``) and the crop's ``top``/``left`` corner in the fixed bank of
+    :func:`frost_bank`. ``params['texture']`` (``N x 3 x H x W``) may be given instead, e.g. a real photo crop.
+    """
 
     table = {
         # (image weight, frost weight)
@@ -116,14 +155,27 @@ class Frost(Corruption):
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
-        return {"texture": frost_texture(n, h, w, generator=generator)}
+        bh, bw = frost_bank_size(h, w)
+        dev = generator.device if generator is not None else torch.device("cpu")
+        photo = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+        top = torch.randint(0, bh - h + 1, (n,), generator=generator, device=dev)
+        left = torch.randint(0, bw - w + 1, (n,), generator=generator, device=dev)
+        return {"photo": photo, "top": top, "left": left}
 
     def apply(self, images, params, labels=None, model=None):
         a, b = self.constants(images.shape)
-        texture = params["texture"].to(images)
-        if images.shape[1] == 1:
-            texture = rgb_to_gray(texture)
-        return (a * images + b * texture).clamp(0, 1)
+        n, c, h, w = images.shape
+        out = images * a
+        if "texture" in params:
+            texture = params["texture"].to(images)
+            out.add_(rgb_to_gray(texture) if c == 1 else texture, alpha=b)
+            return out.clamp_(0, 1)
+        bank = frost_bank(h, w, str(images.device)).to(images.dtype)
+        photos, tops, lefts = (params[k].tolist() for k in ("photo", "top", "left"))
+        for i, (k, t, l0) in enumerate(zip(photos, tops, lefts, strict=True)):
+            crop = bank[k, :, t : t + h, l0 : l0 + w]
+            out[i].add_(rgb_to_gray(crop[None])[0] if c == 1 else crop, alpha=b)
+        return out.clamp_(0, 1)
 
 
 @register_corruption("fog", "weather")
