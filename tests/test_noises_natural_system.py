@@ -181,6 +181,32 @@ def test_frost_texture_resembles_the_photos():
     assert (means[:, 2] >= means[:, 0]).float().mean() > 0.9  # bluish like the photos
 
 
+@pytest.mark.parametrize("photons", [3, 12, 60, 500])
+def test_poisson_table_inverts_the_cdf_exactly(photons):
+    from scipy import stats
+
+    from robustvision.noises.corruptions_noise import poisson_from_uniform
+
+    u = torch.rand(4, 256, 300, generator=gen(photons))
+    u[:, :, :4] = torch.tensor([2**-24, 0.5, 1 - 2**-24, 1 - 2**-10])  # bin edges and the far right tail
+    levels = torch.arange(256, dtype=torch.float32).view(1, 256, 1).expand_as(u).contiguous()
+    ours = poisson_from_uniform(levels, u, photons).double().numpy()
+    ref = stats.poisson.ppf(u.double().numpy(), photons * levels.double().numpy() / 255)
+    assert np.array_equal(ours, ref)
+
+
+def test_shot_noise_off_the_8bit_grid_falls_back_to_torch_poisson():
+    x = torch.full((2, 3, 64, 64), 0.3)  # not k / 255
+    noise = create_noise("shot_noise", severity=3, profile="imagenet")
+    c = noise.table["imagenet"][2]
+    out = noise(x, generator=gen(0))
+    counts = out * c
+    assert torch.allclose(counts, counts.round(), atol=1e-4)
+    assert abs(float(counts.mean()) - 0.3 * c) < 0.05 and abs(float(counts.var()) - 0.3 * c) < 0.2
+    on_grid = noise(torch.full((2, 3, 64, 64), 77 / 255), generator=gen(0)) * c
+    assert abs(float(on_grid.mean()) - 77 / 255 * c) < 0.05 and abs(float(on_grid.var()) - 77 / 255 * c) < 0.2
+
+
 def test_frost_crops_the_fixed_bank():
     from robustvision.noises.corruptions_weather import frost_bank, frost_bank_size
 

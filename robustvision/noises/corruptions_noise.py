@@ -6,8 +6,11 @@ Constants: ``imagenet`` rows from ``make_imagenet_c.py``, ``cifar`` rows from ``
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from robustvision.noises.corruption_ops import (
@@ -39,7 +42,13 @@ class GaussianNoise(Corruption):
 
 @register_corruption("shot_noise", "noise")
 class ShotNoise(Corruption):
-    """Poisson (shot) noise ``Poisson(c * x) / c``: fewer photons ``c`` is stronger noise."""
+    """Poisson (shot) noise ``Poisson(c * x) / c``: fewer photons ``c`` is stronger noise.
+
+    8-bit images (every value ``k / 255``, as decoded photographs are) are sampled exactly by inversion: one
+    uniform ``u`` per value and ``min{j : F(j) > u}`` for the Poisson CDF ``F`` of rate ``c * k / 255``, read from
+    a table of the 256 rates (:func:`poisson_inverse_table`). Other images fall back to ``torch.poisson``. Both
+    draw from one generator per image, seeded by ``params['seeds']``.
+    """
 
     table = {
         "imagenet": (60, 25, 12, 5, 3),
@@ -52,11 +61,93 @@ class ShotNoise(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         c = float(self.constants(images.shape))
+        seeds = params["seeds"].tolist()
+        images = images.contiguous()
+        levels = images.mul(255).round_()
+        if images.numel() and torch.equal(levels.div(255), images):  # on the 8-bit grid: exact table inversion
+            u = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # the table's precision
+            for i, seed in enumerate(seeds):
+                u[i].uniform_(generator=torch.Generator(device=images.device).manual_seed(int(seed)))
+            return poisson_from_uniform(levels.float(), u, c).div_(c).clamp_(0, 1).to(images.dtype)
         out = torch.empty_like(images)
-        for i, seed in enumerate(params["seeds"].tolist()):
+        for i, seed in enumerate(seeds):
             g = torch.Generator(device=images.device).manual_seed(int(seed))
             out[i] = torch.poisson(images[i] * c, generator=g) / c
         return out.clamp(0, 1)
+
+
+POISSON_TABLE_BINS = 1024  # u-bins per level: 256 x 1024 x 2 float32 entries (2 MB), cache-friendly
+
+
+@functools.lru_cache(maxsize=16)
+def poisson_inverse_table(photons: float, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse-CDF tables of ``Poisson(photons * k / 255)`` for the 256 levels ``k``, on ``device``.
+
+    The unit interval of ``u`` is cut into ``POISSON_TABLE_BINS`` bins per level. For level ``k`` and bin ``b``:
+    ``base[k, b]`` is the sample at the bin's lowest ``u``; ``step[k, b]`` the one CDF value inside the bin (as
+    the smallest float32 at or above it, so that ``u >= step`` is exact for float32 ``u``; 2 where none), so
+    the sample is ``base + (u >= step)``. Bins holding two or more CDF values (far tails) have ``base = -1 -
+    sample at the bin's lowest u``; :func:`poisson_from_uniform` resolves them with ``cdf`` (float64 ``256 x J``,
+    the last column forced above 1, which truncates a tail mass below 1e-20).
+    """
+    from scipy.special import gammaln
+
+    lam = photons * np.arange(256, dtype=np.float64) / 255
+    j = np.arange(int(photons + 12 * math.sqrt(photons) + 30), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = j[None] * np.log(lam[:, None]) - lam[:, None] - gammaln(j + 1)[None]
+    logp[0] = -np.inf
+    logp[0, 0] = 0.0  # rate 0: always 0
+    cdf = np.cumsum(np.exp(logp), 1)
+    cdf[:, -1] = 2.0
+    bins = POISSON_TABLE_BINS
+    low = np.arange(bins, dtype=np.float32) / bins
+    high = np.nextafter((np.arange(bins, dtype=np.float32) + 1) / bins, np.float32(0)).astype(np.float64)
+    base = np.stack([np.searchsorted(row, low.astype(np.float64), side="right") for row in cdf])
+    top = np.stack([np.searchsorted(row, high, side="right") for row in cdf])
+    # the CDF value inside one-step bins, rounded up to float32
+    inside = np.take_along_axis(cdf, np.minimum(base, cdf.shape[1] - 1), 1)
+    step32 = inside.astype(np.float32)
+    step32 = np.where(step32.astype(np.float64) < inside, np.nextafter(step32, np.float32(np.inf)), step32)
+    step32 = np.where(top == base + 1, step32, np.float32(2.0))
+    base = np.where(top - base > 1, -1 - base, base).astype(np.float32)
+    return (
+        torch.from_numpy(base.reshape(-1)).to(device),
+        torch.from_numpy(step32.reshape(-1)).to(device),
+        torch.from_numpy(cdf).to(device),
+    )
+
+
+def poisson_from_uniform(levels: torch.Tensor, u: torch.Tensor, photons: float) -> torch.Tensor:
+    """Poisson counts ``min{j : F(j; photons * levels / 255) > u}`` (float), ``levels`` integers 0-255 (float)."""
+    base, step, cdf = poisson_inverse_table(float(photons), str(u.device))
+    bins = POISSON_TABLE_BINS
+    idx = u.mul(bins).floor_().add_(levels, alpha=bins).to(torch.int32).view(-1)
+    out = base.index_select(0, idx)
+    # far-tail bins (rare, negative base) are found block-wise: a full-size nonzero costs more than the lookup
+    block = 64
+    n = out.numel()
+    padded = out if n % block == 0 else torch.nn.functional.pad(out, (0, (-n) % block))
+    blocks = (padded.view(-1, block).amin(1) < 0).nonzero().squeeze(1)
+    where = None
+    if blocks.numel():
+        hit = (padded.view(-1, block).index_select(0, blocks) < 0).nonzero()
+        where = blocks.index_select(0, hit[:, 0]) * block + hit[:, 1]
+    above = step.index_select(0, idx)
+    out.add_(torch.ge(u.view(-1), above, out=above))
+    if where is not None:  # walk the CDF up from the bin's lowest sample
+        k = levels.view(-1).index_select(0, where).long()
+        uu = u.view(-1).index_select(0, where).double()
+        j = (-1 - base.index_select(0, idx.index_select(0, where))).long()
+        row = k * cdf.shape[1]
+        flat = cdf.view(-1)
+        while True:
+            more = uu >= flat.index_select(0, row + j)
+            if not bool(more.any()):
+                break
+            j += more.long()
+        out.index_copy_(0, where, j.to(out.dtype))
+    return out.view(u.shape)
 
 
 @register_corruption("impulse_noise", "noise")
