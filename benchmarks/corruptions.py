@@ -13,10 +13,11 @@ default.
 
 Both sides are timed uint8 ``H x W x 3`` in, uint8 ``H x W x 3`` out, conversions included. imagecorruptions'
 ``corrupt()`` converts each image to float inside and ends in ``np.uint8(x)``, which truncates. Our side
-converts the uint8 batch as a data pipeline holding numpy images would, with the cheapest casts available:
-on the CPU numpy's (``images.transpose(0, 3, 1, 2).astype(np.float32, order="C")``, then ``div_(255)`` in torch; back with
-``out.mul_(255)`` and ``.numpy().transpose(0, 2, 3, 1).astype(np.uint8)``, the same truncation as the
-reference; numpy's casts are about twice as fast as torch's on one thread), on a GPU torch's on the device.
+converts the uint8 batch as a data pipeline holding numpy images would, with the cheapest casts available.
+On the CPU these are numpy's: ``images.transpose(0, 3, 1, 2).astype(np.float32, order="C")`` (a contiguous
+N x C x H x W batch), then ``div_(255)`` in torch; back with ``out.mul_(255)`` and
+``.numpy().transpose(0, 2, 3, 1).astype(np.uint8)``, the same truncation as the reference. numpy's casts are
+about twice as fast as torch's on one thread. On a GPU the casts are torch's, on the device.
 
 Usage:
     python benchmarks/corruptions.py            # 16 images, severity 3, every corruption
