@@ -171,15 +171,21 @@ def test_shot_noise_draws_injected(images, severity, monkeypatch):
 @pytest.mark.parametrize("severity", [1, 5])
 def test_impulse_noise_draws_injected(images, severity, monkeypatch):
     x = to_tensor(images)
-    params = C.ImpulseNoise(severity).sample_params(x.shape, torch.Generator().manual_seed(3))
+    noise = C.ImpulseNoise(severity)
+    params = noise.sample_params(x.shape, torch.Generator().manual_seed(3))
     c = C.ImpulseNoise.table["imagenet"][severity - 1]
+    # skimage's two per-value draws, as our flipped indices and salt bits decide them
+    flip = torch.ones(x.numel(), dtype=torch.float64)
+    flip[params["flip_index"]] = c / 2
+    salt = torch.ones(x.numel(), dtype=torch.float64)
+    salt[params["flip_index"][params["flip_salt"]]] = 0.0
+    flip, salt = flip.view(x.shape), salt.view(x.shape)
+    assert 0.8 * c < float((flip <= c).double().mean()) < 1.2 * c
+    assert 0.4 < float(params["flip_salt"].double().mean()) < 0.6
     draws = deque()
     for i in range(len(images)):
-        u = params["flip"][i].permute(1, 2, 0).double().numpy()
-        draws.append(u)  # skimage's flip draw
-        draws.append(np.where(u <= np.float32(c) / 2, 0.0, 1.0))  # its salt draw, as our single draw decides it
-    flips = [d for i, d in enumerate(draws) if i % 2 == 0]
-    assert 0.5 * c < np.mean([np.mean(f <= c) for f in flips]) < 1.5 * c
+        draws.append(flip[i].permute(1, 2, 0).numpy())  # skimage's flip draw
+        draws.append(salt[i].permute(1, 2, 0).numpy())  # its salt draw
 
     class FakeRng:
         def random(self, shape):
@@ -188,6 +194,9 @@ def test_impulse_noise_draws_injected(images, severity, monkeypatch):
     monkeypatch.setattr(np.random, "default_rng", lambda seed=None: FakeRng())
     refs = np.stack([ic.impulse_noise(img, severity) / 255 for img in images])
     assert_close(ours(C.ImpulseNoise, severity, images, params), refs, "impulse_noise")
+    # the per-value replay path gives the same images
+    replay = noise.apply(x, {"flip": flip.float(), "salt": salt.float()})
+    assert torch.equal(replay, noise.apply(x, params))
 
 
 @pytest.mark.parametrize("severity", [1, 3])

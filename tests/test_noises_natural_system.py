@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -205,6 +206,24 @@ def test_shot_noise_off_the_8bit_grid_falls_back_to_torch_poisson():
     assert abs(float(counts.mean()) - 0.3 * c) < 0.05 and abs(float(counts.var()) - 0.3 * c) < 0.2
     on_grid = noise(torch.full((2, 3, 64, 64), 77 / 255), generator=gen(0)) * c
     assert abs(float(on_grid.mean()) - 77 / 255 * c) < 0.05 and abs(float(on_grid.var()) - 77 / 255 * c) < 0.2
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_impulse_flips_are_independent_bernoulli(severity):
+    noise = create_noise("impulse_noise", severity=severity, profile="imagenet")
+    c = noise.table["imagenet"][severity - 1]
+    shape = (8, 3, 64, 64)
+    params = noise.sample_params(shape, gen(severity))
+    index = params["flip_index"]
+    total = math.prod(shape)
+    assert torch.all(index[1:] > index[:-1]) and int(index[0]) >= 0 and int(index[-1]) < total
+    k = index.numel()
+    assert abs(k - c * total) < 5 * math.sqrt(total * c * (1 - c))
+    per_channel = torch.bincount(index // (64 * 64) % 3, minlength=3).double()
+    assert float((per_channel / per_channel.sum() - 1 / 3).abs().max()) < 0.02
+    gaps = (index[1:] - index[:-1] - 1).double()  # geometric: mean (1 - c) / c
+    assert abs(float(gaps.mean()) - (1 - c) / c) < 0.05 * (1 - c) / c
+    assert abs(float(params["flip_salt"].double().mean()) - 0.5) < 0.02
 
 
 def test_frost_crops_the_fixed_bank():

@@ -152,11 +152,14 @@ def poisson_from_uniform(levels: torch.Tensor, u: torch.Tensor, photons: float) 
 
 @register_corruption("impulse_noise", "noise")
 class ImpulseNoise(Corruption):
-    """Salt-and-pepper noise: a share ``c`` of the values is set to 0 or 1 (half each), per channel.
+    """Salt-and-pepper noise: each value independently becomes 0 or 1 (half each) with probability ``c``.
 
-    One uniform draw ``u`` per value: ``u <= c / 2`` is salt, ``c / 2 < u <= c`` pepper. This is the
-    distribution of ``skimage.util.random_noise(mode='s&p')``, which draws ``flip = u1 <= c`` and
-    ``salt = u2 <= 0.5`` separately; ``params['salt']`` (u2) may be given to replay those two draws exactly.
+    This is the distribution of ``skimage.util.random_noise(mode='s&p')``. Rather than one uniform per value,
+    ``sample_params`` draws the gaps between flipped values (geometric, by inversion), so it draws about
+    ``2 c`` numbers per value instead of one: ``params['flip_index']`` (sorted flat indices into the batch) and
+    ``params['flip_salt']`` (True = 1, False = 0). Per-value uniforms may be given instead to replay skimage's
+    two draws exactly: ``params['flip']`` (``u1``, flipped where ``u1 <= c``) and optionally ``params['salt']``
+    (``u2``, salt where ``u2 <= 0.5``; without it ``u1 <= c / 2`` is salt).
     """
 
     table = {
@@ -165,14 +168,32 @@ class ImpulseNoise(Corruption):
     }
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
-        return {"flip": rand(tuple(shape), generator)}
+        c = float(self.constants(shape))
+        total = math.prod(shape)
+        log_keep = math.log1p(-c)
+        chunks, start = [], 0  # start: first flat index not yet decided
+        while start < total:
+            remaining = total - start
+            k = int(c * remaining + 6 * math.sqrt(c * remaining) + 16)
+            # failures before each success of a Bernoulli(c) sequence: floor(log(1 - u) / log(1 - c))
+            gaps = torch.rsub(rand((k,), generator, torch.float64), 1).log_().div_(log_keep).floor_().long()
+            pos = start + torch.cumsum(gaps + 1, 0) - 1
+            chunks.append(pos[pos < total])
+            start = int(pos[-1]) + 1
+        index = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
+        return {"flip_index": index, "flip_salt": rand((index.numel(),), generator) < 0.5}
 
     def apply(self, images, params, labels=None, model=None):
-        c = self.constants(images.shape)
-        u = params["flip"].to(images.device)
-        flip = u <= c
-        salt = params["salt"].to(images.device) <= 0.5 if "salt" in params else u <= c / 2
-        return torch.where(flip, salt.to(images.dtype), images)
+        if "flip" in params:
+            c = self.constants(images.shape)
+            u = params["flip"].to(images.device)
+            flip = u <= c
+            salt = params["salt"].to(images.device) <= 0.5 if "salt" in params else u <= c / 2
+            return torch.where(flip, salt.to(images.dtype), images)
+        out = images.clone(memory_format=torch.contiguous_format)
+        index = params["flip_index"].to(images.device)
+        out.view(-1).index_put_((index,), params["flip_salt"].to(device=images.device, dtype=images.dtype))
+        return out
 
 
 @register_corruption("speckle_noise", "extra")
