@@ -179,7 +179,7 @@ class GaussianBlur(Corruption):
     }
 
     def apply(self, images, params, labels=None, model=None):
-        return gaussian_filter(images, self.constants(images.shape)).clamp(0, 1)
+        return gaussian_filter(images, self.constants(images.shape)).clamp_(0, 1)
 
 
 def defocus_blur(x: torch.Tensor, severity: int = 1, *, profile: Profile = "auto") -> torch.Tensor:
