@@ -378,13 +378,15 @@ def motion_kernel_shifts(radius: int, sigma: float, angle_deg: float, h: int, w:
 def motion_blur_batch(x: torch.Tensor, radius: int, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
     """Blur each image of ``N x C x H x W`` along its own angle (edge pixels repeat, like the original shift)."""
     n, c, h, w = x.shape
-    out = torch.zeros_like(x)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     for i, angle in enumerate(angles_deg.tolist()):
         taps = motion_kernel_shifts(radius, sigma, float(angle), h, w)
         p = max(max(abs(dy), abs(dx)) for _, dy, dx in taps)
-        xp = pad_axis(pad_axis(x[i], -2, p, p, "nearest"), -1, p, p, "nearest")
-        for weight, dy, dx in taps:  # shifted[r, c] = x[clamp(r - dy), clamp(c - dx)]
-            out[i] += weight * xp[:, p - dy : p - dy + h, p - dx : p - dx + w]
+        xp = F.pad(x[i : i + 1], (p, p, p, p), mode="replicate")[0] if p else x[i]
+        weight, dy, dx = taps[0]
+        torch.mul(xp[:, p - dy : p - dy + h, p - dx : p - dx + w], weight, out=out[i])
+        for weight, dy, dx in taps[1:]:  # shifted[r, c] = x[clamp(r - dy), clamp(c - dx)]
+            out[i].add_(xp[:, p - dy : p - dy + h, p - dx : p - dx + w], alpha=weight)
     return out
 
 

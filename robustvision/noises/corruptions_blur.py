@@ -148,7 +148,7 @@ class MotionBlur(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         radius, sigma = self.constants(images.shape)
-        return motion_blur_batch(images, radius, sigma, params["angle"]).clamp(0, 1)
+        return motion_blur_batch(images, radius, sigma, params["angle"]).clamp_(0, 1)
 
 
 @register_corruption("zoom_blur", "blur")

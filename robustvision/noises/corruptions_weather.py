@@ -80,13 +80,20 @@ class Snow(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         mean, std, zoom, threshold, radius, sigma, weight = self.constants(images.shape)
-        layer = params["flakes"].to(images) * std + mean
+        layer = params["flakes"].to(images).mul(std).add_(mean)
         layer = clipped_zoom(layer, zoom)
-        layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+        layer = layer.masked_fill_(layer < threshold, 0).clamp_(0, 1)
         layer = motion_blur_batch(layer, radius, sigma, params["angle"])
-        layer = torch.round(layer * 255) / 255
-        x = weight * images + (1 - weight) * torch.maximum(images, rgb_to_gray(images) * 1.5 + 0.5)
-        return (x + layer + torch.rot90(layer, 2, (-2, -1))).clamp(0, 1)
+        layer = layer.mul_(255).round_().div_(255)
+        layer = layer.add_(torch.rot90(layer, 2, (-2, -1)))  # both snow layers, one channel
+        # weight * x + (1 - weight) * max(x, 1.5 * grey + 0.5), grey = cv2's RGB2GRAY
+        if images.shape[1] == 3:
+            grey = torch.mul(images[:, 0:1], 0.299 * 1.5)
+            grey.add_(images[:, 1:2], alpha=0.587 * 1.5).add_(images[:, 2:3], alpha=0.114 * 1.5).add_(0.5)
+        else:
+            grey = images.mul(1.5).add_(0.5)
+        out = torch.maximum(images, grey).mul_(1 - weight).add_(images, alpha=weight)
+        return out.add_(layer).clamp_(0, 1)
 
 
 def frost_texture(
