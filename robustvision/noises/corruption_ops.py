@@ -204,8 +204,12 @@ def filter_last(x: torch.Tensor, blocks: list[tuple[int, int, int, int, torch.Te
 
 def filter_rows(x: torch.Tensor, blocks: list[tuple[int, int, int, int, torch.Tensor]]) -> torch.Tensor:
     """Apply a :func:`filter_blocks` matrix along the second-to-last dim of ``x``."""
-    parts = [torch.matmul(m, x[..., i0:i1, :]) for _, _, i0, i1, m in blocks]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+    if len(blocks) == 1:
+        return torch.matmul(blocks[0][4], x)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for o0, o1, i0, i1, m in blocks:
+        torch.matmul(m, x[..., i0:i1, :], out=out[..., o0:o1, :])
+    return out
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, *, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:

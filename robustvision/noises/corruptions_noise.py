@@ -176,9 +176,9 @@ class ImpulseNoise(Corruption):
             remaining = total - start
             k = int(c * remaining + 6 * math.sqrt(c * remaining) + 16)
             # failures before each success of a Bernoulli(c) sequence: floor(log(1 - u) / log(1 - c))
-            gaps = torch.rsub(rand((k,), generator, torch.float64), 1).log_().div_(log_keep).floor_().long()
-            pos = start + torch.cumsum(gaps + 1, 0) - 1
-            chunks.append(pos[pos < total])
+            steps = rand((k,), generator, torch.float64).neg_().add_(1).log_().div_(log_keep).floor_().add_(1).long()
+            pos = steps.cumsum_(0).add_(start - 1)  # sorted flat indices
+            chunks.append(pos[: int(torch.searchsorted(pos, total))])
             start = int(pos[-1]) + 1
         index = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
         return {"flip_index": index, "flip_salt": rand((index.numel(),), generator) < 0.5}
@@ -192,7 +192,7 @@ class ImpulseNoise(Corruption):
             return torch.where(flip, salt.to(images.dtype), images)
         out = images.clone(memory_format=torch.contiguous_format)
         index = params["flip_index"].to(images.device)
-        out.view(-1).index_put_((index,), params["flip_salt"].to(device=images.device, dtype=images.dtype))
+        out.view(-1).scatter_(0, index, params["flip_salt"].to(device=images.device, dtype=images.dtype))
         return out
 
 
