@@ -262,25 +262,25 @@ class Spatter(Corruption):
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
-        return {"liquid": randn((n, 1, h, w), generator, torch.float64)}
+        return {"liquid": randn((n, 1, h, w), generator)}
 
     def apply(self, images, params, labels=None, model=None):
         mean, std, sigma, threshold, strength, mud = self.constants(images.shape)
         x, grey = as_rgb(images)
-        liquid = gaussian_filter(params["liquid"].to(images.device) * std + mean, sigma)
-        liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+        # the layer is filtered in float64, as the original: thresholds then cut it
+        liquid = params["liquid"].to(device=images.device, dtype=torch.float64).mul_(std).add_(mean)
+        liquid = gaussian_filter(liquid, sigma)
+        liquid = liquid.masked_fill_(liquid < threshold, 0)
         if mud:
-            m = (liquid > threshold).to(torch.float64)
-            m = gaussian_filter(m.float(), strength)
-            m = torch.where(m < 0.8, torch.zeros_like(m), m).to(x)
+            m = gaussian_filter((liquid > threshold).float(), strength)
+            m = m.masked_fill_(m < 0.8, 0).to(x)
             color = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
-            out = x * (1 - m) + color * m
+            out = torch.lerp(x, color.expand_as(x), m)  # x * (1 - m) + color * m
         else:
             m = torch.stack([_water_mask(layer[0]) for layer in liquid.cpu().numpy()]).to(x.device, x.dtype)
-            m = m.unsqueeze(1) * strength
-            color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
-            out = x + m * color
-        out = out.clamp(0, 1)
+            color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * (strength / 255)
+            out = torch.addcmul(x, m.unsqueeze(1), color)
+        out = out.clamp_(0, 1)
         return rgb_to_gray(out) if grey else out
 
 
