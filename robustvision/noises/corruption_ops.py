@@ -413,7 +413,9 @@ def plasma_draw_shapes(mapsize: int) -> list[tuple[int, int]]:
     return shapes
 
 
-def plasma_fractal(draws: list[torch.Tensor], mapsize: int, wibbledecay: float) -> torch.Tensor:
+def plasma_fractal(
+    draws: list[torch.Tensor], mapsize: int, wibbledecay: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Batched diamond-square height map in [0, 1] (the original ``plasma_fractal``), ``N x M x M``.
 
     ``draws`` are the uniform [0, 1) numbers, one ``N x k x k`` tensor per draw of ``plasma_draw_shapes``;
@@ -421,31 +423,32 @@ def plasma_fractal(draws: list[torch.Tensor], mapsize: int, wibbledecay: float) 
     """
     n = draws[0].shape[0]
     dev = draws[0].device
-    m = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=dev)
+    # float32 is plenty: the map is rescaled to [0, 1] at the end (|values| < 1e5, relative error ~1e-7)
+    m = torch.zeros(n, mapsize, mapsize, dtype=dtype, device=dev)
     step = mapsize
     wibble = 100.0
     it = iter(draws)
 
-    def wibbled_mean(a: torch.Tensor) -> torch.Tensor:
-        u = next(it).to(device=dev, dtype=torch.float64)
-        return a / 4 + wibble * (-wibble + (2 * wibble) * u)
+    def wibbled_mean(a: torch.Tensor) -> torch.Tensor:  # a / 4 + wibble * uniform(-wibble, wibble), in place
+        u = next(it).to(device=dev, dtype=dtype)
+        return a.mul_(0.25).add_(u, alpha=2 * wibble * wibble).sub_(wibble * wibble)
 
     while step >= 2:
         half = step // 2
         corner = m[:, 0:mapsize:step, 0:mapsize:step]
         acc = corner + torch.roll(corner, -1, 1)
-        acc = acc + torch.roll(acc, -1, 2)
+        acc = acc.add_(torch.roll(acc, -1, 2))
         m[:, half:mapsize:step, half:mapsize:step] = wibbled_mean(acc)
         dr = m[:, half:mapsize:step, half:mapsize:step]
         ul = m[:, 0:mapsize:step, 0:mapsize:step]
-        lt = dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 2)
+        lt = (dr + torch.roll(dr, 1, 1)).add_(ul).add_(torch.roll(ul, -1, 2))
         m[:, 0:mapsize:step, half:mapsize:step] = wibbled_mean(lt)
-        tt = dr + torch.roll(dr, 1, 2) + ul + torch.roll(ul, -1, 1)
+        tt = (dr + torch.roll(dr, 1, 2)).add_(ul).add_(torch.roll(ul, -1, 1))
         m[:, half:mapsize:step, 0:mapsize:step] = wibbled_mean(tt)
         step //= 2
         wibble /= wibbledecay
-    m = m - m.amin((1, 2), keepdim=True)
-    return m / m.amax((1, 2), keepdim=True)
+    m = m.sub_(m.amin((1, 2), keepdim=True))
+    return m.div_(m.amax((1, 2), keepdim=True))
 
 
 # ----------------------------------------------------------------------------------------------------------------

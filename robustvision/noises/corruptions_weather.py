@@ -200,7 +200,7 @@ class Fog(Corruption):
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
         mapsize = next_power_of_2(max(h, w))
-        return {"plasma_draws": [rand((n, *s), generator, torch.float64) for s in plasma_draw_shapes(mapsize)]}
+        return {"plasma_draws": [rand((n, *s), generator) for s in plasma_draw_shapes(mapsize)]}
 
     def apply(self, images, params, labels=None, model=None):
         a, decay = self.constants(images.shape)
@@ -211,7 +211,7 @@ class Fog(Corruption):
             plasma = plasma_fractal(params["plasma_draws"], next_power_of_2(max(h, w)), decay)
         plasma = plasma[:, :h, :w].to(images).unsqueeze(1)
         max_val = images.amax((1, 2, 3), keepdim=True)
-        return ((images + a * plasma) * max_val / (max_val + a)).clamp(0, 1)
+        return torch.add(images, plasma, alpha=a).mul_(max_val / (max_val + a)).clamp_(0, 1)
 
 
 @register_corruption("brightness", "weather")
