@@ -171,42 +171,48 @@ def filter_matrix(n: int, kernel: tuple[float, ...], mode: str) -> torch.Tensor:
     return torch.from_numpy(mat)
 
 
-@functools.lru_cache(maxsize=256)
-def filter_blocks(
-    n: int, kernel: tuple[float, ...], mode: str, device: str, dtype: torch.dtype
-) -> list[tuple[int, int, int, int, torch.Tensor]]:
-    """:func:`filter_matrix` cut into row blocks ``(o0, o1, i0, i1, M[o0:o1, i0:i1])``, ``[i0, i1)`` the input
-    columns the block's outputs read.
+Blocks = list[tuple[int, int, int, int, torch.Tensor]]
 
-    A short kernel's matrix is a band: blocks of about four kernel radii read only a window a little wider
-    than themselves, which skips most of the dense product's zeros. A long kernel (or a short signal) gives a
-    single block, the dense matrix.
+
+def band_blocks(mat: torch.Tensor, size: int, device: str, dtype: torch.dtype) -> Blocks:
+    """An ``n_out x n_in`` matrix cut into row blocks ``(o0, o1, i0, i1, M[o0:o1, i0:i1])`` of ``size`` rows,
+    ``[i0, i1)`` the input columns the block's outputs read.
+
+    For a band matrix (a short filter, a resampling), each block reads only a window a little wider than
+    itself, which skips most of the dense product's zeros. When the windows cover most of the matrix anyway
+    (a long kernel, a short signal) this is a single block, the dense matrix.
     """
-    mat = filter_matrix(n, kernel, mode)
-    radius = (len(kernel) - 1) // 2
-    size = min(max(4 * radius, 28), n)
+    n_out, n_in = mat.shape
+    size = min(size, n_out)
     blocks = []
-    for o0 in range(0, n, size):
-        o1 = min(n, o0 + size)
+    for o0 in range(0, n_out, size):
+        o1 = min(n_out, o0 + size)
         cols = (mat[o0:o1] != 0).any(0).nonzero().squeeze(1)
-        i0, i1 = int(cols.min()), int(cols.max()) + 1
+        i0, i1 = (int(cols.min()), int(cols.max()) + 1) if cols.numel() else (0, 1)
         blocks.append((o0, o1, i0, i1))
-    if sum((o1 - o0) * (i1 - i0) for o0, o1, i0, i1 in blocks) > 0.6 * n * n:
-        blocks = [(0, n, 0, n)]
+    if sum((o1 - o0) * (i1 - i0) for o0, o1, i0, i1 in blocks) > 0.6 * n_out * n_in:
+        blocks = [(0, n_out, 0, n_in)]
     return [(o0, o1, i0, i1, mat[o0:o1, i0:i1].to(device=device, dtype=dtype)) for o0, o1, i0, i1 in blocks]
 
 
-def filter_last(x: torch.Tensor, blocks: list[tuple[int, int, int, int, torch.Tensor]]) -> torch.Tensor:
-    """Apply a :func:`filter_blocks` matrix along the last dim of ``x``."""
+@functools.lru_cache(maxsize=256)
+def filter_blocks(n: int, kernel: tuple[float, ...], mode: str, device: str, dtype: torch.dtype) -> Blocks:
+    """:func:`filter_matrix` as :func:`band_blocks` of about four kernel radii."""
+    radius = (len(kernel) - 1) // 2
+    return band_blocks(filter_matrix(n, kernel, mode), max(4 * radius, 28), device, dtype)
+
+
+def filter_last(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """Apply a :func:`band_blocks` matrix along the last dim of ``x``."""
     parts = [torch.matmul(x[..., i0:i1], m.T) for _, _, i0, i1, m in blocks]
     return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
 
-def filter_rows(x: torch.Tensor, blocks: list[tuple[int, int, int, int, torch.Tensor]]) -> torch.Tensor:
-    """Apply a :func:`filter_blocks` matrix along the second-to-last dim of ``x``."""
+def filter_rows(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """Apply a :func:`band_blocks` matrix along the second-to-last dim of ``x``."""
     if len(blocks) == 1:
         return torch.matmul(blocks[0][4], x)
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out = torch.empty((*x.shape[:-2], blocks[-1][1], x.shape[-1]), dtype=x.dtype, device=x.device)
     for o0, o1, i0, i1, m in blocks:
         torch.matmul(m, x[..., i0:i1, :], out=out[..., o0:o1, :])
     return out
@@ -474,8 +480,14 @@ def pil_box_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return torch.from_numpy(mat)
 
 
+@functools.lru_cache(maxsize=64)
+def pil_box_blocks(n_in: int, n_out: int, device: str, dtype: torch.dtype) -> Blocks:
+    """:func:`pil_box_matrix` as :func:`band_blocks`."""
+    return band_blocks(pil_box_matrix(n_in, n_out), 32, device, dtype)
+
+
 def pil_box_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``PIL.Image.resize(size, Image.BOX)`` on ``N x C x H x W`` floats (no 8-bit rounding)."""
-    mh = pil_box_matrix(x.shape[-2], size[0]).to(device=x.device, dtype=x.dtype)
-    mw = pil_box_matrix(x.shape[-1], size[1]).to(device=x.device, dtype=x.dtype)
-    return torch.matmul(torch.matmul(mh, x), mw.T)
+    dev = str(x.device)
+    x = filter_last(x, pil_box_blocks(x.shape[-1], size[1], dev, x.dtype))
+    return filter_rows(x, pil_box_blocks(x.shape[-2], size[0], dev, x.dtype))

@@ -145,7 +145,7 @@ class Pixelate(Corruption):
         c = self.constants(images.shape)
         h, w = images.shape[-2:]
         small = pil_box_resize(images, (int(h * c), int(w * c)))
-        return pil_box_resize(small, (h, w)).clamp(0, 1)
+        return pil_box_resize(small, (h, w)).clamp_(0, 1)
 
 
 @register_corruption("jpeg_compression", "digital")
