@@ -158,9 +158,22 @@ class JpegCompression(Corruption):
     }
 
     def apply(self, images, params, labels=None, model=None):
-        q = self.constants(images.shape)
-        out = [pil_jpeg_roundtrip(img, q) for img in images]
-        return torch.stack(out).to(images)
+        q = int(self.constants(images.shape))
+        n, c, h, w = images.shape
+        if c not in (1, 3):
+            return torch.stack([pil_jpeg_roundtrip(img, q) for img in images]).to(images)
+        # one batched conversion each way, planes kept planar (PIL merges and splits the channels in C);
+        # PIL only encodes and decodes
+        u8 = images.detach().mul(255).round_().clamp_(0, 255).cpu().numpy().astype(np.uint8)
+        decoded = np.empty((n, c, h, w), dtype=np.uint8)
+        for i in range(n):
+            planes = [Image.fromarray(u8[i, ch]) for ch in range(c)]
+            buf = io.BytesIO()
+            (Image.merge("RGB", planes) if c == 3 else planes[0].convert("RGB")).save(buf, "JPEG", quality=q)
+            img = Image.open(buf)
+            for ch, band in enumerate([img.convert("L")] if c == 1 else img.split()):
+                decoded[i, ch] = np.asarray(band)
+        return torch.from_numpy(decoded.astype(np.float32)).to(device=images.device, dtype=images.dtype).div_(255)
 
 
 def pil_jpeg_roundtrip(img: torch.Tensor, quality: int, subsampling: int | None = None) -> torch.Tensor:
