@@ -204,8 +204,12 @@ def filter_blocks(n: int, kernel: tuple[float, ...], mode: str, device: str, dty
 
 def filter_last(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
     """Apply a :func:`band_blocks` matrix along the last dim of ``x``."""
-    parts = [torch.matmul(x[..., i0:i1], m.T) for _, _, i0, i1, m in blocks]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+    if len(blocks) == 1:
+        return torch.matmul(x, blocks[0][4].T)
+    out = torch.empty((*x.shape[:-1], blocks[-1][1]), dtype=x.dtype, device=x.device)
+    for o0, o1, i0, i1, m in blocks:
+        torch.matmul(x[..., i0:i1], m.T, out=out[..., o0:o1])
+    return out
 
 
 def filter_rows(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
