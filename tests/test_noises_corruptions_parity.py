@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from robustvision.noises import corruptions as C
+from robustvision.noises.corruptions_noise import POISSON_TABLE_BINS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -155,12 +156,14 @@ def test_shot_noise_draws_injected(images, severity, monkeypatch):
     x = to_tensor(images)
     params = C.ShotNoise(severity).sample_params(x.shape, torch.Generator().manual_seed(2))
     seeds = deque(params["seeds"].tolist())
+    bins = POISSON_TABLE_BINS
 
     def poisson(lam):
         # our exact inversion on the 8-bit grid, independently: scipy's Poisson quantile of the same uniforms
         from scipy import stats
 
-        u = torch.rand((lam.shape[2], *lam.shape[:2]), generator=torch.Generator().manual_seed(int(seeds.popleft())))
+        g = torch.Generator().manual_seed(int(seeds.popleft()))
+        u = torch.empty((lam.shape[2], *lam.shape[:2])).uniform_(0, bins, generator=g) / bins
         return stats.poisson.ppf(u.permute(1, 2, 0).double().numpy(), lam)
 
     monkeypatch.setattr(ic.np.random, "poisson", poisson)

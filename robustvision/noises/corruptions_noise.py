@@ -63,12 +63,16 @@ class ShotNoise(Corruption):
         c = float(self.constants(images.shape))
         seeds = params["seeds"].tolist()
         images = images.contiguous()
-        levels = images.mul(255).round_()
-        if images.numel() and torch.equal(levels.div(255), images):  # on the 8-bit grid: exact table inversion
-            u = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # the table's precision
-            for i, seed in enumerate(seeds):
-                u[i].uniform_(generator=torch.Generator(device=images.device).manual_seed(int(seed)))
-            return poisson_from_uniform(levels.float(), u, c).div_(c).clamp_(0, 1).to(images.dtype)
+        bins = POISSON_TABLE_BINS
+        # level * bins (exact integers: the rounding error of x * 255 * bins is ~0.02) and, in the buffer the
+        # uniforms go to next, its value on the 8-bit grid: equal to x exactly when x is k / 255 (both are the
+        # correctly rounded k / 255)
+        level_bins = images.mul(255 * bins).round_()
+        u = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # the table's precision
+        if images.numel() and torch.equal(torch.div(level_bins, 255 * bins, out=u), images.float()):
+            for i, seed in enumerate(seeds):  # u * bins, drawn directly (a power-of-two scale: exact)
+                u[i].uniform_(0, bins, generator=torch.Generator(device=images.device).manual_seed(int(seed)))
+            return _poisson_lookup(level_bins.float(), u, c).div_(c).clamp_(0, 1).to(images.dtype)
         out = torch.empty_like(images)
         for i, seed in enumerate(seeds):
             g = torch.Generator(device=images.device).manual_seed(int(seed))
@@ -85,10 +89,10 @@ def poisson_inverse_table(photons: float, device: str = "cpu") -> tuple[torch.Te
 
     The unit interval of ``u`` is cut into ``POISSON_TABLE_BINS`` bins per level. For level ``k`` and bin ``b``:
     ``base[k, b]`` is the sample at the bin's lowest ``u``; ``step[k, b]`` the one CDF value inside the bin (as
-    the smallest float32 at or above it, so that ``u >= step`` is exact for float32 ``u``; 2 where none), so
-    the sample is ``base + (u >= step)``. Bins holding two or more CDF values (far tails) have ``base = -1 -
-    sample at the bin's lowest u``; :func:`poisson_from_uniform` resolves them with ``cdf`` (float64 ``256 x J``,
-    the last column forced above 1, which truncates a tail mass below 1e-20).
+    the smallest float32 at or above it, so that ``u >= step`` is exact for float32 ``u``; 2 where none), times
+    ``POISSON_TABLE_BINS``, so the sample is ``base + (u * bins >= step)``. Bins holding two or more CDF values
+    (far tails) have ``base = -1 - sample at the bin's lowest u``; :func:`poisson_from_uniform` resolves them
+    with ``cdf`` (float64 ``256 x J``, the last column forced above 1, which truncates a tail mass below 1e-20).
     """
     from scipy.special import gammaln
 
@@ -109,7 +113,7 @@ def poisson_inverse_table(photons: float, device: str = "cpu") -> tuple[torch.Te
     inside = np.take_along_axis(cdf, np.minimum(base, cdf.shape[1] - 1), 1)
     step32 = inside.astype(np.float32)
     step32 = np.where(step32.astype(np.float64) < inside, np.nextafter(step32, np.float32(np.inf)), step32)
-    step32 = np.where(top == base + 1, step32, np.float32(2.0))
+    step32 = np.where(top == base + 1, step32, np.float32(2.0)) * np.float32(bins)  # in units of u * bins
     base = np.where(top - base > 1, -1 - base, base).astype(np.float32)
     return (
         torch.from_numpy(base.reshape(-1)).to(device),
@@ -119,11 +123,22 @@ def poisson_inverse_table(photons: float, device: str = "cpu") -> tuple[torch.Te
 
 
 def poisson_from_uniform(levels: torch.Tensor, u: torch.Tensor, photons: float) -> torch.Tensor:
-    """Poisson counts ``min{j : F(j; photons * levels / 255) > u}`` (float), ``levels`` integers 0-255 (float)."""
-    base, step, cdf = poisson_inverse_table(float(photons), str(u.device))
+    """Poisson counts ``min{j : F(j; photons * levels / 255) > u}`` (float), ``levels`` integers 0-255 (float),
+    ``u`` float32 uniforms in [0, 1)."""
     bins = POISSON_TABLE_BINS
-    idx = u.mul(bins).floor_().add_(levels, alpha=bins).to(torch.int32).view(-1)
-    out = base.index_select(0, idx)
+    return _poisson_lookup(levels.float().mul(bins).contiguous(), u.float().mul(bins).contiguous(), photons)
+
+
+def _poisson_lookup(level_bins: torch.Tensor, u_bins: torch.Tensor, photons: float) -> torch.Tensor:
+    """:func:`poisson_from_uniform` on ``levels * bins`` and ``u * bins`` (float32, contiguous).
+
+    The counts are written into ``level_bins``'s memory (few full-size buffers: each new one costs page faults).
+    """
+    base, step, cdf = poisson_inverse_table(float(photons), str(u_bins.device))
+    bins = POISSON_TABLE_BINS
+    scratch = torch.floor(u_bins).add_(level_bins).view(-1)  # level * bins + bin, exact small integers
+    idx = scratch.to(torch.int32)
+    out = torch.index_select(base, 0, idx, out=level_bins.view(-1))
     # far-tail bins (rare, negative base) are found block-wise: a full-size nonzero costs more than the lookup
     block = 64
     n = out.numel()
@@ -133,11 +148,11 @@ def poisson_from_uniform(levels: torch.Tensor, u: torch.Tensor, photons: float) 
     if blocks.numel():
         hit = (padded.view(-1, block).index_select(0, blocks) < 0).nonzero()
         where = blocks.index_select(0, hit[:, 0]) * block + hit[:, 1]
-    above = step.index_select(0, idx)
-    out.add_(torch.ge(u.view(-1), above, out=above))
+    above = torch.index_select(step, 0, idx, out=scratch)
+    out.add_(torch.ge(u_bins.view(-1), above, out=above))
     if where is not None:  # walk the CDF up from the bin's lowest sample
-        k = levels.view(-1).index_select(0, where).long()
-        uu = u.view(-1).index_select(0, where).double()
+        k = idx.index_select(0, where).long().div(bins, rounding_mode="floor")
+        uu = u_bins.view(-1).index_select(0, where).double().div_(bins)
         j = (-1 - base.index_select(0, idx.index_select(0, where))).long()
         row = k * cdf.shape[1]
         flat = cdf.view(-1)
@@ -147,7 +162,7 @@ def poisson_from_uniform(levels: torch.Tensor, u: torch.Tensor, photons: float) 
                 break
             j += more.long()
         out.index_copy_(0, where, j.to(out.dtype))
-    return out.view(u.shape)
+    return out.view(u_bins.shape)
 
 
 @register_corruption("impulse_noise", "noise")
