@@ -182,6 +182,23 @@ def test_frost_texture_resembles_the_photos():
     assert (means[:, 2] >= means[:, 0]).float().mean() > 0.9  # bluish like the photos
 
 
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror"])
+@pytest.mark.parametrize("sigma", [0.7, 3.0, 40.0])
+def test_banded_filter_equals_the_dense_matrix(mode, sigma):
+    from robustvision.noises import corruption_ops as O
+
+    x = torch.rand(2, 3, 70, 131, dtype=torch.float64)
+    k = tuple(O._gaussian_kernel1d(sigma, 4.0).tolist())
+    dense = torch.matmul(torch.matmul(O.filter_matrix(70, k, mode), x), O.filter_matrix(131, k, mode).T)
+    assert torch.allclose(O.gaussian_filter(x, sigma, mode=mode), dense, atol=1e-12)
+    down = O.pil_box_resize(x, (29, 50))
+    dense = torch.matmul(torch.matmul(O.pil_box_matrix(70, 29), x), O.pil_box_matrix(131, 50).T)
+    assert down.shape == (2, 3, 29, 50) and torch.allclose(down, dense, atol=1e-12)
+    up = O.pil_box_resize(down, (70, 131))
+    dense_up = torch.matmul(torch.matmul(O.pil_box_matrix(29, 70), down), O.pil_box_matrix(50, 131).T)
+    assert torch.allclose(up, dense_up, atol=1e-12)
+
+
 @pytest.mark.parametrize("photons", [3, 12, 60, 500])
 def test_poisson_table_inverts_the_cdf_exactly(photons):
     from scipy import stats
