@@ -413,3 +413,12 @@ def test_precision_wraps_a_zoo_classifier(photos32):
         assert wrapped.family == model.family and wrapped.arch == model.arch
         out = wrapped(photos32)
         assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=0.02, rtol=0.05), precision
+
+
+@pytest.mark.parametrize("side", [1, 2, 5])
+def test_every_corruption_handles_tiny_images(side):
+    """Degenerate sizes (the originals' control points, shuffles and fractals need a few pixels) still work."""
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(side))
+    for name in C.ALL_CORRUPTIONS:
+        out = C.corrupt(x, name, 3, generator=torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and torch.isfinite(out).all() and 0 <= out.min() <= out.max() <= 1, name

@@ -128,8 +128,9 @@ def glass_permutation(offsets: torch.Tensor, h: int, w: int, delta: int) -> torc
 
 @functools.lru_cache(maxsize=16)
 def _shuffle_positions(h: int, w: int, delta: int) -> torch.Tensor:
-    rows = torch.arange(h - delta, delta, -1)
-    cols = torch.arange(w - delta, delta, -1)
+    # range(size - delta, delta, -1) of the original, empty when the image is too small to shuffle
+    rows = torch.arange(max(h - delta, delta), delta, -1)
+    cols = torch.arange(max(w - delta, delta), delta, -1)
     return (rows.view(-1, 1) * w + cols.view(1, -1)).reshape(-1)
 
 

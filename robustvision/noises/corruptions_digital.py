@@ -107,6 +107,8 @@ def _random_affine(images: torch.Tensor, uniform: torch.Tensor, jitter: float) -
     # The original builds (x, y) control points from (H // 2, W // 2), i.e. swapped on non-square images.
     center = np.array([h // 2, w // 2], dtype=np.float32)
     sq = min(h, w) // 3
+    if sq == 0:  # under 3 px a side the original's three control points coincide: no affine part is defined
+        return images.clone()
     src = np.float32([center + sq, [center[0] + sq, center[1] - sq], center - sq]).astype(np.float64)
     a = np.hstack([src, np.ones((3, 1))])
     inverse = []
@@ -144,7 +146,7 @@ class Pixelate(Corruption):
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
         h, w = images.shape[-2:]
-        small = pil_box_resize(images, (int(h * c), int(w * c)))
+        small = pil_box_resize(images, (max(1, int(h * c)), max(1, int(w * c))))
         return pil_box_resize(small, (h, w)).clamp_(0, 1)
 
 

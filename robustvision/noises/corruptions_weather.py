@@ -104,7 +104,7 @@ def frost_texture(
     ``photo`` (``n`` indices into ``FROST_PHOTO_STATS``) picks whose colour statistics each texture takes;
     random when omitted.
     """
-    size = max(next_power_of_2(max(h, w)), 8)
+    size = max(next_power_of_2(max(h, w, 2)), 8)
     dev = generator.device if generator is not None else torch.device("cpu")
     white = torch.randn((n, size, size), generator=generator, device=dev)
     if photo is None:
@@ -199,7 +199,7 @@ class Fog(Corruption):
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
-        mapsize = next_power_of_2(max(h, w))
+        mapsize = next_power_of_2(max(h, w, 2))
         return {"plasma_draws": [rand((n, *s), generator) for s in plasma_draw_shapes(mapsize)]}
 
     def apply(self, images, params, labels=None, model=None):
@@ -208,7 +208,7 @@ class Fog(Corruption):
         if "plasma" in params:
             plasma = params["plasma"]
         else:
-            plasma = plasma_fractal(params["plasma_draws"], next_power_of_2(max(h, w)), decay)
+            plasma = plasma_fractal(params["plasma_draws"], next_power_of_2(max(h, w, 2)), decay)
         plasma = plasma[:, :h, :w].to(images).unsqueeze(1)
         max_val = images.amax((1, 2, 3), keepdim=True)
         return torch.add(images, plasma, alpha=a).mul_(max_val / (max_val + a)).clamp_(0, 1)
