@@ -150,3 +150,50 @@ def test_training_runs_and_learns_something(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in card["history"])
     net, _ = load_edgeflow(tmp_path / "t.safetensors")
     assert net.uses_edge
+
+
+def test_interrupted_training_resumes_bit_identically(tmp_path):
+    from safetensors.torch import load_file
+
+    from robustvision.segmentation.interactive.training import state_path
+
+    def cfg(**kw):
+        base = dict(steps=4, batch_size=2, crop=48, samples=6, warmup=1, checkpoint_every=1, max_next_clicks=1)
+        return TrainConfig(model=EdgeFlowConfig(**TINY), **{**base, **kw})
+
+    straight = train_edgeflow(cfg(), tmp_path / "a.safetensors", log_every=1)
+
+    def interrupt(step, row):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "b.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_edgeflow(cfg(), out, log_every=1, log=interrupt)
+    assert state_path(out).is_file() and not out.exists()
+    with pytest.raises(ValueError, match="another recipe .*lr"):
+        train_edgeflow(cfg(lr=0.5), out, resume=True)
+    resumed = train_edgeflow(cfg(checkpoint_every=3), out, log_every=1, resume=True)
+    assert not state_path(out).exists()  # done: the state is cleaned up
+    assert resumed["steps_done"] == 4 and [r["step"] for r in resumed["history"]] == [1, 2, 3, 4]
+    wa, wb = load_file(str(tmp_path / "a.safetensors")), load_file(str(out))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert straight["history"][-1]["loss"] == resumed["history"][-1]["loss"]
+
+    # a corrupt state is one clear error
+    state_path(out).write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable training state"):
+        train_edgeflow(cfg(), out, resume=True)
+
+
+def test_init_from_checkpoint_and_architecture_mismatch(tmp_path):
+    base = dict(steps=1, batch_size=2, crop=48, samples=4, warmup=1)
+    first = tmp_path / "first.safetensors"
+    train_edgeflow(TrainConfig(model=EdgeFlowConfig(**TINY), **base), first)
+    card = train_edgeflow(
+        TrainConfig(model=EdgeFlowConfig(**TINY), init=str(first), **base), tmp_path / "second.safetensors"
+    )
+    assert card["recipe"]["init"] == str(first) and "--init" in card["command"]
+    other = EdgeFlowConfig(**{**TINY, "edge_flow": not EdgeFlowConfig(**TINY).edge_flow})
+    with pytest.raises(ValueError, match="another architecture"):
+        train_edgeflow(TrainConfig(model=other, init=str(first), **base), tmp_path / "third.safetensors")

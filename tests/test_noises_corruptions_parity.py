@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from robustvision.noises import corruptions as C
+from robustvision.noises.corruptions_noise import POISSON_TABLE_BINS
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -154,15 +155,16 @@ def test_gaussian_draws_injected(images, name, severity, monkeypatch):
 def test_shot_noise_draws_injected(images, severity, monkeypatch):
     x = to_tensor(images)
     params = C.ShotNoise(severity).sample_params(x.shape, torch.Generator().manual_seed(2))
-    c = C.ShotNoise.table["imagenet"][severity - 1]
     seeds = deque(params["seeds"].tolist())
+    bins = POISSON_TABLE_BINS
 
     def poisson(lam):
-        # the same float32 rates our apply uses, from the same seed
-        pixels = np.round(lam / c * 255).astype(np.uint8)
-        rates = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 * c
-        counts = torch.poisson(rates, generator=torch.Generator().manual_seed(int(seeds.popleft())))
-        return counts.permute(1, 2, 0).double().numpy()
+        # our exact inversion on the 8-bit grid, independently: scipy's Poisson quantile of the same uniforms
+        from scipy import stats
+
+        g = torch.Generator().manual_seed(int(seeds.popleft()))
+        u = torch.empty((lam.shape[2], *lam.shape[:2])).uniform_(0, bins, generator=g) / bins
+        return stats.poisson.ppf(u.permute(1, 2, 0).double().numpy(), lam)
 
     monkeypatch.setattr(ic.np.random, "poisson", poisson)
     refs = np.stack([ic.shot_noise(img, severity) / 255 for img in images])
@@ -172,15 +174,21 @@ def test_shot_noise_draws_injected(images, severity, monkeypatch):
 @pytest.mark.parametrize("severity", [1, 5])
 def test_impulse_noise_draws_injected(images, severity, monkeypatch):
     x = to_tensor(images)
-    params = C.ImpulseNoise(severity).sample_params(x.shape, torch.Generator().manual_seed(3))
+    noise = C.ImpulseNoise(severity)
+    params = noise.sample_params(x.shape, torch.Generator().manual_seed(3))
     c = C.ImpulseNoise.table["imagenet"][severity - 1]
+    # skimage's two per-value draws, as our flipped indices and salt bits decide them
+    flip = torch.ones(x.numel(), dtype=torch.float64)
+    flip[params["flip_index"]] = c / 2
+    salt = torch.ones(x.numel(), dtype=torch.float64)
+    salt[params["flip_index"][params["flip_salt"]]] = 0.0
+    flip, salt = flip.view(x.shape), salt.view(x.shape)
+    assert 0.8 * c < float((flip <= c).double().mean()) < 1.2 * c
+    assert 0.4 < float(params["flip_salt"].double().mean()) < 0.6
     draws = deque()
     for i in range(len(images)):
-        u = params["flip"][i].permute(1, 2, 0).double().numpy()
-        draws.append(u)  # skimage's flip draw
-        draws.append(np.where(u <= np.float32(c) / 2, 0.0, 1.0))  # its salt draw, as our single draw decides it
-    flips = [d for i, d in enumerate(draws) if i % 2 == 0]
-    assert 0.5 * c < np.mean([np.mean(f <= c) for f in flips]) < 1.5 * c
+        draws.append(flip[i].permute(1, 2, 0).numpy())  # skimage's flip draw
+        draws.append(salt[i].permute(1, 2, 0).numpy())  # its salt draw
 
     class FakeRng:
         def random(self, shape):
@@ -189,6 +197,9 @@ def test_impulse_noise_draws_injected(images, severity, monkeypatch):
     monkeypatch.setattr(np.random, "default_rng", lambda seed=None: FakeRng())
     refs = np.stack([ic.impulse_noise(img, severity) / 255 for img in images])
     assert_close(ours(C.ImpulseNoise, severity, images, params), refs, "impulse_noise")
+    # the per-value replay path gives the same images
+    replay = noise.apply(x, {"flip": flip.float(), "salt": salt.float()})
+    assert torch.equal(replay, noise.apply(x, params))
 
 
 @pytest.mark.parametrize("severity", [1, 3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -181,6 +182,89 @@ def test_frost_texture_resembles_the_photos():
     assert (means[:, 2] >= means[:, 0]).float().mean() > 0.9  # bluish like the photos
 
 
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror"])
+@pytest.mark.parametrize("sigma", [0.7, 3.0, 40.0])
+def test_banded_filter_equals_the_dense_matrix(mode, sigma):
+    from robustvision.noises import corruption_ops as O
+
+    x = torch.rand(2, 3, 70, 131, dtype=torch.float64)
+    k = tuple(O._gaussian_kernel1d(sigma, 4.0).tolist())
+    dense = torch.matmul(torch.matmul(O.filter_matrix(70, k, mode), x), O.filter_matrix(131, k, mode).T)
+    assert torch.allclose(O.gaussian_filter(x, sigma, mode=mode), dense, atol=1e-12)
+    down = O.pil_box_resize(x, (29, 50))
+    dense = torch.matmul(torch.matmul(O.pil_box_matrix(70, 29), x), O.pil_box_matrix(131, 50).T)
+    assert down.shape == (2, 3, 29, 50) and torch.allclose(down, dense, atol=1e-12)
+    up = O.pil_box_resize(down, (70, 131))
+    dense_up = torch.matmul(torch.matmul(O.pil_box_matrix(29, 70), down), O.pil_box_matrix(50, 131).T)
+    assert torch.allclose(up, dense_up, atol=1e-12)
+
+
+@pytest.mark.parametrize("photons", [3, 12, 60, 500])
+def test_poisson_table_inverts_the_cdf_exactly(photons):
+    from scipy import stats
+
+    from robustvision.noises.corruptions_noise import poisson_from_uniform
+
+    u = torch.rand(4, 256, 300, generator=gen(photons))
+    u[:, :, :4] = torch.tensor([2**-24, 0.5, 1 - 2**-24, 1 - 2**-10])  # bin edges and the far right tail
+    levels = torch.arange(256, dtype=torch.float32).view(1, 256, 1).expand_as(u).contiguous()
+    ours = poisson_from_uniform(levels, u, photons).double().numpy()
+    ref = stats.poisson.ppf(u.double().numpy(), photons * levels.double().numpy() / 255)
+    assert np.array_equal(ours, ref)
+
+
+def test_shot_noise_off_the_8bit_grid_falls_back_to_torch_poisson():
+    x = torch.full((2, 3, 64, 64), 0.3)  # not k / 255
+    noise = create_noise("shot_noise", severity=3, profile="imagenet")
+    c = noise.table["imagenet"][2]
+    out = noise(x, generator=gen(0))
+    counts = out * c
+    assert torch.allclose(counts, counts.round(), atol=1e-4)
+    assert abs(float(counts.mean()) - 0.3 * c) < 0.05 and abs(float(counts.var()) - 0.3 * c) < 0.2
+    on_grid = noise(torch.full((2, 3, 64, 64), 77 / 255), generator=gen(0)) * c
+    assert abs(float(on_grid.mean()) - 77 / 255 * c) < 0.05 and abs(float(on_grid.var()) - 77 / 255 * c) < 0.2
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_impulse_flips_are_independent_bernoulli(severity):
+    noise = create_noise("impulse_noise", severity=severity, profile="imagenet")
+    c = noise.table["imagenet"][severity - 1]
+    shape = (8, 3, 64, 64)
+    params = noise.sample_params(shape, gen(severity))
+    index = params["flip_index"]
+    total = math.prod(shape)
+    assert torch.all(index[1:] > index[:-1]) and int(index[0]) >= 0 and int(index[-1]) < total
+    k = index.numel()
+    assert abs(k - c * total) < 5 * math.sqrt(total * c * (1 - c))
+    per_channel = torch.bincount(index // (64 * 64) % 3, minlength=3).double()
+    assert float((per_channel / per_channel.sum() - 1 / 3).abs().max()) < 0.02
+    gaps = (index[1:] - index[:-1] - 1).double()  # geometric: mean (1 - c) / c
+    assert abs(float(gaps.mean()) - (1 - c) / c) < 0.05 * (1 - c) / c
+    assert abs(float(params["flip_salt"].double().mean()) - 0.5) < 0.02
+
+
+def test_frost_crops_the_fixed_bank():
+    from robustvision.noises.corruptions_weather import frost_bank, frost_bank_size
+
+    bank = frost_bank(40, 48)
+    assert bank.shape == (5, 3, *frost_bank_size(40, 48)) and bank.shape[-2:] == (60, 72)
+    assert torch.equal(bank, frost_bank(40, 48)), "the bank is fixed"
+    noise = create_noise("frost", severity=2, profile="cifar")
+    _, b = noise.table["cifar"][1]
+    zeros = torch.zeros(6, 3, 40, 48)
+    params = noise.sample_params(zeros.shape, gen(0))
+    out = noise.apply(zeros, params)
+    for i in range(6):
+        k, t, left = (int(params[key][i]) for key in ("photo", "top", "left"))
+        expected = (b * bank[k, :, t : t + 40, left : left + 48]).clamp(0, 1)
+        assert torch.allclose(out[i], expected, atol=1e-6)
+    assert len(set(params["top"].tolist())) > 1 and len(set(params["photo"].tolist())) > 1  # crops vary
+    grey = noise.apply(zeros[:, :1], params)
+    assert grey.shape == (6, 1, 40, 48) and torch.allclose(
+        grey, out.mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).clamp(0, 1), atol=1e-5
+    )
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", NATURAL)
@@ -329,3 +413,12 @@ def test_precision_wraps_a_zoo_classifier(photos32):
         assert wrapped.family == model.family and wrapped.arch == model.arch
         out = wrapped(photos32)
         assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=0.02, rtol=0.05), precision
+
+
+@pytest.mark.parametrize("side", [1, 2, 5])
+def test_every_corruption_handles_tiny_images(side):
+    """Degenerate sizes (the originals' control points, shuffles and fractals need a few pixels) still work."""
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(side))
+    for name in C.ALL_CORRUPTIONS:
+        out = C.corrupt(x, name, 3, generator=torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and torch.isfinite(out).all() and 0 <= out.min() <= out.max() <= 1, name

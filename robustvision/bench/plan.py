@@ -126,8 +126,9 @@ class BenchConfig:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         threads: torch threads per process (0: torch's default); Ray workers use ``threads or 1``.
         store: results store URL or SQLite path.
-        executor: ``local`` (in-process) or ``ray``; ``workers`` Ray CPUs for a local Ray instance;
-            ``ray_address`` an existing cluster.
+        executor: ``local`` (this machine) or ``ray``; ``ray_address`` an existing cluster.
+        workers: processes of the local executor, or CPUs of a local Ray instance; 0 = automatic (local: one
+            process per CPU core, at most 2, for runs of 24+ units, else in-process; Ray: every CPU).
         out: report path written after the run (empty: no report).
         baseline: the model (``name`` or ``name/technique``) that normalises mCE; empty: the first standard model.
     """
@@ -153,7 +154,7 @@ class BenchConfig:
     threads: int = 0
     store: str = "runs/robustvision.db"
     executor: str = "local"
-    workers: int = 2
+    workers: int = 0
     ray_address: str | None = None
     out: str | None = "report.html"
     baseline: str | None = None
@@ -164,10 +165,10 @@ class BenchConfig:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.executor not in get_args(Executor):
             raise ValueError(f"unknown executor {self.executor!r}; expected local or ray")
-        for name in ("n_examples", "n_adversarial", "n_sequences", "threads"):
+        for name in ("n_examples", "n_adversarial", "n_sequences", "threads", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "attack_steps", "workers"):
+        for name in ("batch_size", "attack_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.p_frames < 2:

@@ -220,14 +220,74 @@ def evaluate_unit(
 OnRecords = Callable[[Unit, list[CellRecord]], None]
 
 
-def run_local(units: list[Unit], images, labels, settings: EvalSettings, on_records: OnRecords) -> None:
-    """Evaluate the units one after another in this process (torch's thread count is restored afterwards)."""
+#: The local executor goes multi-process on its own only for runs at least this long (spawning costs seconds).
+AUTO_PROCESSES_MIN_UNITS = 24
+
+
+def local_workers(requested: int, n_units: int, device: str) -> int:
+    """Processes the local executor uses: ``requested``, or for 0 one per CPU core (at most 2) on CPU runs of
+    :data:`AUTO_PROCESSES_MIN_UNITS`+ units and 1 otherwise (CUDA runs stay in one process)."""
+    if requested:
+        return requested
+    if resolve_device(device).type != "cpu" or n_units < AUTO_PROCESSES_MIN_UNITS:
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def run_local(
+    units: list[Unit], images, labels, settings: EvalSettings, on_records: OnRecords, *, workers: int = 1
+) -> None:
+    """Evaluate the units on this machine: one after another in this process (``workers=1``; torch's thread
+    count is restored afterwards), or spread over ``workers`` worker processes with ``settings.threads or 1``
+    torch threads each. Small CPU models scale far better across processes than across threads; every cell is
+    seeded from its key, so the numbers do not depend on the split."""
+    if workers > 1 and len(units) > 1:
+        _run_processes(units, images, labels, settings, on_records, workers)
+        return
     threads = torch.get_num_threads()
     try:
         for unit in units:
             on_records(unit, evaluate_unit(unit, images, labels, None, settings))
     finally:
         torch.set_num_threads(threads)
+
+
+_WORKER_DATA: dict[str, Any] = {}
+
+
+def _init_worker(images, labels, settings: EvalSettings) -> None:
+    torch.set_num_threads(settings.threads)
+    _WORKER_DATA.update(images=images, labels=labels, settings=settings)
+
+
+def _process_task(unit: Unit) -> list[CellRecord]:
+    d = _WORKER_DATA
+    return evaluate_unit(unit, d["images"], d["labels"], None, d["settings"])
+
+
+def _run_processes(units, images, labels, settings: EvalSettings, on_records: OnRecords, workers: int) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1)
+    # spawn, not fork: a forked child of a process whose OpenMP pool is running can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(images, labels, worker_settings)
+    )
+    try:
+        # Keep a few units queued per worker so the results stream back in roughly plan order.
+        queue = list(reversed(units))
+        pending: dict[Any, Unit] = {}
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                unit = queue.pop()
+                pending[pool.submit(_process_task, unit)] = unit
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                on_records(pending.pop(future), future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_ray_address(address: str, timeout: float = 3.0) -> None:
@@ -373,9 +433,11 @@ def run_bench(
     if progress is not None:
         progress(0, len(todo), "starting")
     if cfg.executor == "ray":
-        run_ray(units, images, labels, settings, on_records, workers=cfg.workers, address=cfg.ray_address)
+        ray_cpus = cfg.workers or max(1, os.cpu_count() or 1)
+        run_ray(units, images, labels, settings, on_records, workers=ray_cpus, address=cfg.ray_address)
     else:
-        run_local(units, images, labels, settings, on_records)
+        workers = local_workers(cfg.workers, len(units), cfg.device)
+        run_local(units, images, labels, settings, on_records, workers=workers)
     return RunSummary(
         run_id=run_id,
         planned=len(plan.cells),

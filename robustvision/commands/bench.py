@@ -41,8 +41,10 @@ def bench(
     attack_steps: int | None = typer.Option(None, "--attack-steps", help="Iterations of PGD/MIM."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed (every cell's seed derives from it)."),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP + " Default runs/robustvision.db."),
-    executor: str | None = typer.Option(None, "--executor", help="local (in-process) or ray."),
-    workers: int | None = typer.Option(None, "--workers", help="CPUs of the local Ray instance."),
+    executor: str | None = typer.Option(None, "--executor", help="local (this machine; --workers processes) or ray."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Local worker processes, or CPUs of a local Ray instance (0 = automatic)."
+    ),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads per process (0 = torch's default)."),

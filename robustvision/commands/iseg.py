@@ -32,8 +32,16 @@ def train(
     root: Path = typer.Option(None, help="Data root for --train-set sbd."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    init: Path = typer.Option(
+        None, help="Start from this EdgeFlow checkpoint's weights (same --width/--no-edge-flow)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <out>.state.pt."),
+    checkpoint_every: int = typer.Option(100, help="Steps between resumable training states."),
 ) -> None:
-    """Train EdgeFlow (or the --no-edge-flow ablation) with simulated iterative clicks."""
+    """Train EdgeFlow (or the --no-edge-flow ablation) with simulated iterative clicks.
+
+    The training state is saved every --checkpoint-every steps; after an interruption, the same command with
+    --resume continues exactly where it stopped."""
     with user_errors():
         from robustvision.segmentation.interactive.model import EdgeFlowConfig
         from robustvision.segmentation.interactive.training import TrainConfig, train_edgeflow
@@ -44,9 +52,19 @@ def train(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
             minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
             model=EdgeFlowConfig(width=width, edge_flow=not no_edge_flow),
+            checkpoint_every=checkpoint_every, init=str(init) if init else None,
         )  # fmt: skip
+        if checkpoint_every < 1:
+            raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
+        if init is not None and not init.is_file():
+            raise FileNotFoundError(f"--init checkpoint {init} does not exist")
         with Progress(console=console) as progress:
             task = progress.add_task("training", total=steps)
+            if resume:
+                from robustvision.segmentation.interactive.training import state_path
+
+                if state_path(out).is_file():
+                    progress.console.print(f"resuming from {state_path(out)}")
 
             def log(step: int, row: dict) -> None:
                 progress.update(task, completed=step)
@@ -54,7 +72,7 @@ def train(
                     f"step {step}  loss {row.get('loss', 0):.4f}  train IoU {row.get('iou', 0):.3f}  {row['seconds']}s"
                 )
 
-            card = train_edgeflow(cfg, out, device=device, log=log)
+            card = train_edgeflow(cfg, out, device=device, log=log, resume=resume)
         console.print(f"wrote {out} ({card['steps_done']} steps, {card['wall_seconds']} s)")
 
 

@@ -128,8 +128,9 @@ def glass_permutation(offsets: torch.Tensor, h: int, w: int, delta: int) -> torc
 
 @functools.lru_cache(maxsize=16)
 def _shuffle_positions(h: int, w: int, delta: int) -> torch.Tensor:
-    rows = torch.arange(h - delta, delta, -1)
-    cols = torch.arange(w - delta, delta, -1)
+    # range(size - delta, delta, -1) of the original, empty when the image is too small to shuffle
+    rows = torch.arange(max(h - delta, delta), delta, -1)
+    cols = torch.arange(max(w - delta, delta), delta, -1)
     return (rows.view(-1, 1) * w + cols.view(1, -1)).reshape(-1)
 
 
@@ -148,7 +149,7 @@ class MotionBlur(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         radius, sigma = self.constants(images.shape)
-        return motion_blur_batch(images, radius, sigma, params["angle"]).clamp(0, 1)
+        return motion_blur_batch(images, radius, sigma, params["angle"]).clamp_(0, 1)
 
 
 @register_corruption("zoom_blur", "blur")
@@ -163,10 +164,12 @@ class ZoomBlur(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         factors = np.arange(*self.constants(images.shape))
-        out = torch.zeros_like(images)
+        # bilinear resizing is about 1.5x faster on channels-last memory; the result is returned contiguous
+        x = images.contiguous(memory_format=torch.channels_last)
+        out = x.clone()
         for z in factors:
-            out = out + clipped_zoom(images, float(z))
-        return ((images + out) / (len(factors) + 1)).clamp(0, 1)
+            out.add_(clipped_zoom(x, float(z)))
+        return out.div_(len(factors) + 1).clamp_(0, 1).contiguous()
 
 
 @register_corruption("gaussian_blur", "extra")
@@ -179,7 +182,7 @@ class GaussianBlur(Corruption):
     }
 
     def apply(self, images, params, labels=None, model=None):
-        return gaussian_filter(images, self.constants(images.shape)).clamp(0, 1)
+        return gaussian_filter(images, self.constants(images.shape)).clamp_(0, 1)
 
 
 def defocus_blur(x: torch.Tensor, severity: int = 1, *, profile: Profile = "auto") -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from robustvision.noises.corruption_ops import (
@@ -41,7 +42,8 @@ class Contrast(Corruption):
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
         means = images.mean((2, 3), keepdim=True)
-        return ((images - means) * c + means).clamp(0, 1)
+        # (x - mean) * c + mean, as one fused pass plus an in-place clamp
+        return torch.lerp(means.expand_as(images), images, float(c)).clamp_(0, 1)
 
 
 @register_corruption("elastic_transform", "digital")
@@ -74,8 +76,8 @@ class ElasticTransform(Corruption):
         n, _, h, w = shape
         return {
             "affine": rand((n, 3, 2), generator, torch.float64),
-            "dx": rand((n, h, w), generator, torch.float64),
-            "dy": rand((n, h, w), generator, torch.float64),
+            "dx": rand((n, h, w), generator),
+            "dy": rand((n, h, w), generator),
         }
 
     def apply(self, images, params, labels=None, model=None):
@@ -83,41 +85,53 @@ class ElasticTransform(Corruption):
         n, _, h, w = images.shape
         dev = images.device
         warped = _random_affine(images, params["affine"], jitter)
-        dx, dy = (-1 + 2 * params[k].to(dev) for k in ("dx", "dy"))
+        # both displacement fields at once: uniform [-1, 1], smoothed, times alpha
+        disp = torch.stack([params["dx"].to(dev), params["dy"].to(dev)], 1).to(images.dtype).mul_(2).sub_(1)
         if sigma > 0:  # the CIFAR table's severity 1 has sigma 0 (and alpha 0): no displacement at all
-            dx = gaussian_filter(dx, sigma, mode="reflect", truncate=3.0)
-            dy = gaussian_filter(dy, sigma, mode="reflect", truncate=3.0)
-        dx = (dx * alpha).float()
-        dy = (dy * alpha).float()
-        rows = torch.arange(h, device=dev, dtype=torch.float64).view(1, h, 1)
-        cols = torch.arange(w, device=dev, dtype=torch.float64).view(1, 1, w)
-        out = bilinear_sample(warped, rows + dy.double(), cols + dx.double(), mode="reflect")
-        return out.clamp(0, 1)
+            disp = gaussian_filter(disp, sigma, mode="reflect", truncate=3.0)
+        # map_coordinates(order=1, mode='reflect') at (row + dy, col + dx): grid_sample's reflection padding
+        # without corner alignment, in its normalised coordinates (2 * p + 1) / size - 1
+        grid = torch.empty((n, h, w, 2), device=dev, dtype=images.dtype)
+        cols = torch.arange(w, device=dev, dtype=images.dtype).mul_(2).add_(1).div_(w).sub_(1)
+        rows = torch.arange(h, device=dev, dtype=images.dtype).mul_(2).add_(1).div_(h).sub_(1).view(h, 1)
+        torch.add(cols, disp[:, 0], alpha=2 * alpha / w, out=grid[..., 0])
+        torch.add(rows, disp[:, 1], alpha=2 * alpha / h, out=grid[..., 1])
+        out = F.grid_sample(warped, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return out.clamp_(0, 1)
 
 
 def _random_affine(images: torch.Tensor, uniform: torch.Tensor, jitter: float) -> torch.Tensor:
+    """``cv2.warpAffine(..., borderMode=BORDER_REFLECT_101)`` of each image by the original's random affine."""
     n, _, h, w = images.shape
     dev = images.device
     # The original builds (x, y) control points from (H // 2, W // 2), i.e. swapped on non-square images.
     center = np.array([h // 2, w // 2], dtype=np.float32)
     sq = min(h, w) // 3
+    if sq == 0:  # under 3 px a side the original's three control points coincide: no affine part is defined
+        return images.clone()
     src = np.float32([center + sq, [center[0] + sq, center[1] - sq], center - sq]).astype(np.float64)
-    ys_all, xs_all = [], []
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    a = np.hstack([src, np.ones((3, 1))])
+    inverse = []
     for i in range(n):
         dst = src + (-jitter + 2 * jitter * uniform[i].cpu().numpy()).astype(np.float32)
-        a = np.hstack([src, np.ones((3, 1))])
         m = np.linalg.solve(a, dst).T  # 2 x 3, dst = m @ [x, y, 1]
-        inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
         # Exact source coordinates, as OpenCV 5's warpAffine computes them; OpenCV 4 rounded them to 1/32 px,
         # which moves edge pixels by up to ~3.5/255.
-        xs = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
-        ys = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-        xs_all.append(xs)
-        ys_all.append(ys)
-    ys_t = torch.from_numpy(np.stack(ys_all)).to(dev)
-    xs_t = torch.from_numpy(np.stack(xs_all)).to(dev)
-    return bilinear_sample(images, ys_t, xs_t, mode="mirror")
+        inverse.append(np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2])
+    inv = np.stack(inverse)  # n x 2 x 3: (x_src, y_src) = inv @ [x, y, 1]
+    if h < 2 or w < 2:
+        gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+        xs = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
+        ys = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
+        return bilinear_sample(images, torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev), mode="mirror")
+    # BORDER_REFLECT_101 for bilinear taps is grid_sample's reflection padding about the edge pixels' centres
+    # (align_corners=True), whose normalised coordinate is 2 * p / (size - 1) - 1: fold that into the affine.
+    to_norm = np.array([[2 / (w - 1), 0, -1], [0, 2 / (h - 1), -1], [0, 0, 1]])
+    from_norm = np.linalg.inv(to_norm)
+    theta = to_norm[None] @ np.concatenate([inv, np.tile([[[0, 0, 1]]], (n, 1, 1))], 1) @ from_norm[None]
+    theta_t = torch.from_numpy(theta[:, :2]).to(device=dev, dtype=images.dtype)
+    grid = F.affine_grid(theta_t, [n, images.shape[1], h, w], align_corners=True)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
 @register_corruption("pixelate", "digital")
@@ -132,8 +146,8 @@ class Pixelate(Corruption):
     def apply(self, images, params, labels=None, model=None):
         c = self.constants(images.shape)
         h, w = images.shape[-2:]
-        small = pil_box_resize(images, (int(h * c), int(w * c)))
-        return pil_box_resize(small, (h, w)).clamp(0, 1)
+        small = pil_box_resize(images, (max(1, int(h * c)), max(1, int(w * c))))
+        return pil_box_resize(small, (h, w)).clamp_(0, 1)
 
 
 @register_corruption("jpeg_compression", "digital")
@@ -146,9 +160,22 @@ class JpegCompression(Corruption):
     }
 
     def apply(self, images, params, labels=None, model=None):
-        q = self.constants(images.shape)
-        out = [pil_jpeg_roundtrip(img, q) for img in images]
-        return torch.stack(out).to(images)
+        q = int(self.constants(images.shape))
+        n, c, h, w = images.shape
+        if c not in (1, 3):
+            return torch.stack([pil_jpeg_roundtrip(img, q) for img in images]).to(images)
+        # one batched conversion each way, planes kept planar (PIL merges and splits the channels in C);
+        # PIL only encodes and decodes
+        u8 = images.detach().mul(255).round_().clamp_(0, 255).cpu().numpy().astype(np.uint8)
+        decoded = np.empty((n, c, h, w), dtype=np.uint8)
+        for i in range(n):
+            planes = [Image.fromarray(u8[i, ch]) for ch in range(c)]
+            buf = io.BytesIO()
+            (Image.merge("RGB", planes) if c == 3 else planes[0].convert("RGB")).save(buf, "JPEG", quality=q)
+            img = Image.open(buf)
+            for ch, band in enumerate([img.convert("L")] if c == 1 else img.split()):
+                decoded[i, ch] = np.asarray(band)
+        return torch.from_numpy(decoded.astype(np.float32)).to(device=images.device, dtype=images.dtype).div_(255)
 
 
 def pil_jpeg_roundtrip(img: torch.Tensor, quality: int, subsampling: int | None = None) -> torch.Tensor:

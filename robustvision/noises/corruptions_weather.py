@@ -7,11 +7,16 @@ Frost: the original blends a random crop of one of five frost photographs shippe
 We ship no photographs; :func:`frost_texture` synthesises one instead: a power-law (``1/f^1.7``) noise field
 plus a ridged copy of it (thin bright crystal veins), scaled to the per-channel mean and standard deviation
 of one of the five photographs (measured once from imagecorruptions' ``frost1-5``, the constants below).
-The blend formula is the original one, and ``apply`` accepts a real texture in ``params['texture']``.
+As the original reads its five photographs and crops one at random, we synthesise a fixed, seeded bank of
+five such textures once per image size and device (:func:`frost_bank`, 1.5x the image side) and take random
+crops of it. The blend formula is the original one, and ``apply`` accepts a real texture in
+``params['texture']``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import cv2
@@ -75,21 +80,36 @@ class Snow(Corruption):
 
     def apply(self, images, params, labels=None, model=None):
         mean, std, zoom, threshold, radius, sigma, weight = self.constants(images.shape)
-        layer = params["flakes"].to(images) * std + mean
+        layer = params["flakes"].to(images).mul(std).add_(mean)
         layer = clipped_zoom(layer, zoom)
-        layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+        layer = layer.masked_fill_(layer < threshold, 0).clamp_(0, 1)
         layer = motion_blur_batch(layer, radius, sigma, params["angle"])
-        layer = torch.round(layer * 255) / 255
-        x = weight * images + (1 - weight) * torch.maximum(images, rgb_to_gray(images) * 1.5 + 0.5)
-        return (x + layer + torch.rot90(layer, 2, (-2, -1))).clamp(0, 1)
+        layer = layer.mul_(255).round_().div_(255)
+        layer = layer.add_(torch.rot90(layer, 2, (-2, -1)))  # both snow layers, one channel
+        # weight * x + (1 - weight) * max(x, 1.5 * grey + 0.5), grey = cv2's RGB2GRAY
+        if images.shape[1] == 3:
+            grey = torch.mul(images[:, 0:1], 0.299 * 1.5)
+            grey.add_(images[:, 1:2], alpha=0.587 * 1.5).add_(images[:, 2:3], alpha=0.114 * 1.5).add_(0.5)
+        else:
+            grey = images.mul(1.5).add_(0.5)
+        out = torch.maximum(images, grey).mul_(1 - weight).add_(images, alpha=weight)
+        return out.add_(layer).clamp_(0, 1)
 
 
-def frost_texture(n: int, h: int, w: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` synthetic RGB frost textures, ``n x 3 x h x w`` in [0, 1] (see the module docstring)."""
-    size = max(next_power_of_2(max(h, w)), 8)
+def frost_texture(
+    n: int, h: int, w: int, *, generator: torch.Generator | None = None, photo: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``n`` synthetic RGB frost textures, ``n x 3 x h x w`` in [0, 1] (see the module docstring).
+
+    ``photo`` (``n`` indices into ``FROST_PHOTO_STATS``) picks whose colour statistics each texture takes;
+    random when omitted.
+    """
+    size = max(next_power_of_2(max(h, w, 2)), 8)
     dev = generator.device if generator is not None else torch.device("cpu")
     white = torch.randn((n, size, size), generator=generator, device=dev)
-    choice = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+    if photo is None:
+        photo = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+    choice = photo.to(dev)
     fy = torch.fft.fftfreq(size, device=dev).view(-1, 1)
     fx = torch.fft.rfftfreq(size, device=dev).view(1, -1)
     radius = torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / size)
@@ -104,9 +124,35 @@ def frost_texture(n: int, h: int, w: int, *, generator: torch.Generator | None =
     return (means + stds * gray.unsqueeze(1)).clamp(0, 1)
 
 
+FROST_BANK_SEED = 20190101  # the bank is fixed, like the photographs the original ships
+FROST_BANK_SCALE = 1.5  # bank side / image side: room for random crops (the original's photos are >= 1.1x)
+
+
+def frost_bank_size(h: int, w: int) -> tuple[int, int]:
+    """Height and width of the frost textures that ``h x w`` images are cropped from."""
+    return int(math.ceil(h * FROST_BANK_SCALE)), int(math.ceil(w * FROST_BANK_SCALE))
+
+
+@functools.lru_cache(maxsize=8)
+def frost_bank(h: int, w: int, device: str = "cpu") -> torch.Tensor:
+    """The fixed bank of frost textures for ``h x w`` images: one per photograph of the original,
+    ``5 x 3 x H' x W'`` (see :func:`frost_bank_size`), generated once (seeded, on the CPU) and cached per size and
+    device, as the original reads its five photographs. Read-only: crops are copied, never written to.
+    """
+    bh, bw = frost_bank_size(h, w)
+    k = len(FROST_PHOTO_STATS)
+    bank = frost_texture(k, bh, bw, generator=torch.Generator().manual_seed(FROST_BANK_SEED), photo=torch.arange(k))
+    return bank.to(device)
+
+
 @register_corruption("frost", "weather")
 class Frost(Corruption):
-    """Frost on the lens: ``clip(a * x + b * frost_texture)``."""
+    """Frost on the lens: ``clip(a * x + b * frost)``, ``frost`` a random crop of one of five fixed textures.
+
+    As the original picks one of its five frost photographs and crops it at a random position,
+    ``sample_params`` draws the texture (``photo``) and the crop's ``top``/``left`` corner in the fixed bank of
+    :func:`frost_bank`. ``params['texture']`` (``N x 3 x H x W``) may be given instead, e.g. a real photo crop.
+    """
 
     table = {
         # (image weight, frost weight)
@@ -116,14 +162,27 @@ class Frost(Corruption):
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
-        return {"texture": frost_texture(n, h, w, generator=generator)}
+        bh, bw = frost_bank_size(h, w)
+        dev = generator.device if generator is not None else torch.device("cpu")
+        photo = torch.randint(0, len(FROST_PHOTO_STATS), (n,), generator=generator, device=dev)
+        top = torch.randint(0, bh - h + 1, (n,), generator=generator, device=dev)
+        left = torch.randint(0, bw - w + 1, (n,), generator=generator, device=dev)
+        return {"photo": photo, "top": top, "left": left}
 
     def apply(self, images, params, labels=None, model=None):
         a, b = self.constants(images.shape)
-        texture = params["texture"].to(images)
-        if images.shape[1] == 1:
-            texture = rgb_to_gray(texture)
-        return (a * images + b * texture).clamp(0, 1)
+        n, c, h, w = images.shape
+        out = images * a
+        if "texture" in params:
+            texture = params["texture"].to(images)
+            out.add_(rgb_to_gray(texture) if c == 1 else texture, alpha=b)
+            return out.clamp_(0, 1)
+        bank = frost_bank(h, w, str(images.device)).to(images.dtype)
+        photos, tops, lefts = (params[k].tolist() for k in ("photo", "top", "left"))
+        for i, (k, t, l0) in enumerate(zip(photos, tops, lefts, strict=True)):
+            crop = bank[k, :, t : t + h, l0 : l0 + w]
+            out[i].add_(rgb_to_gray(crop[None])[0] if c == 1 else crop, alpha=b)
+        return out.clamp_(0, 1)
 
 
 @register_corruption("fog", "weather")
@@ -140,8 +199,8 @@ class Fog(Corruption):
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
-        mapsize = next_power_of_2(max(h, w))
-        return {"plasma_draws": [rand((n, *s), generator, torch.float64) for s in plasma_draw_shapes(mapsize)]}
+        mapsize = next_power_of_2(max(h, w, 2))
+        return {"plasma_draws": [rand((n, *s), generator) for s in plasma_draw_shapes(mapsize)]}
 
     def apply(self, images, params, labels=None, model=None):
         a, decay = self.constants(images.shape)
@@ -149,10 +208,10 @@ class Fog(Corruption):
         if "plasma" in params:
             plasma = params["plasma"]
         else:
-            plasma = plasma_fractal(params["plasma_draws"], next_power_of_2(max(h, w)), decay)
+            plasma = plasma_fractal(params["plasma_draws"], next_power_of_2(max(h, w, 2)), decay)
         plasma = plasma[:, :h, :w].to(images).unsqueeze(1)
         max_val = images.amax((1, 2, 3), keepdim=True)
-        return ((images + a * plasma) * max_val / (max_val + a)).clamp(0, 1)
+        return torch.add(images, plasma, alpha=a).mul_(max_val / (max_val + a)).clamp_(0, 1)
 
 
 @register_corruption("brightness", "weather")
@@ -203,25 +262,25 @@ class Spatter(Corruption):
 
     def sample_params(self, shape, generator=None) -> dict[str, Any]:
         n, _, h, w = shape
-        return {"liquid": randn((n, 1, h, w), generator, torch.float64)}
+        return {"liquid": randn((n, 1, h, w), generator)}
 
     def apply(self, images, params, labels=None, model=None):
         mean, std, sigma, threshold, strength, mud = self.constants(images.shape)
         x, grey = as_rgb(images)
-        liquid = gaussian_filter(params["liquid"].to(images.device) * std + mean, sigma)
-        liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+        # the layer is filtered in float64, as the original: thresholds then cut it
+        liquid = params["liquid"].to(device=images.device, dtype=torch.float64).mul_(std).add_(mean)
+        liquid = gaussian_filter(liquid, sigma)
+        liquid = liquid.masked_fill_(liquid < threshold, 0)
         if mud:
-            m = (liquid > threshold).to(torch.float64)
-            m = gaussian_filter(m.float(), strength)
-            m = torch.where(m < 0.8, torch.zeros_like(m), m).to(x)
+            m = gaussian_filter((liquid > threshold).float(), strength)
+            m = m.masked_fill_(m < 0.8, 0).to(x)
             color = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
-            out = x * (1 - m) + color * m
+            out = torch.lerp(x, color.expand_as(x), m)  # x * (1 - m) + color * m
         else:
             m = torch.stack([_water_mask(layer[0]) for layer in liquid.cpu().numpy()]).to(x.device, x.dtype)
-            m = m.unsqueeze(1) * strength
-            color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
-            out = x + m * color
-        out = out.clamp(0, 1)
+            color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * (strength / 255)
+            out = torch.addcmul(x, m.unsqueeze(1), color)
+        out = out.clamp_(0, 1)
         return rgb_to_gray(out) if grey else out
 
 

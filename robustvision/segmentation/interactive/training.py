@@ -51,6 +51,9 @@ class TrainConfig:
         root: data root for ``sbd``.
         samples: synthetic samples per epoch.
         threads: torch CPU threads (1 is fastest on a loaded 2-core machine).
+        checkpoint_every: write the resumable training state (``<out>.state.pt``) every this many steps.
+        init: start from the weights of this EdgeFlow checkpoint (same architecture) instead of from scratch;
+            the schedule starts afresh (fine-tuning or a longer second round).
         model: the architecture.
     """
 
@@ -68,6 +71,8 @@ class TrainConfig:
     root: str | None = None
     samples: int = 20000
     threads: int = 1
+    checkpoint_every: int = 100
+    init: str | None = None
     model: EdgeFlowConfig = field(default_factory=EdgeFlowConfig)
 
 
@@ -137,29 +142,121 @@ def build_train_set(cfg: TrainConfig) -> Dataset:
     raise ValueError(f"unknown train set {cfg.train_set!r}: use synthetic or sbd")
 
 
+def state_path(out_path: str | Path) -> Path:
+    """Where :func:`train_edgeflow` keeps the resumable state of a run writing ``out_path``."""
+    return Path(out_path).with_suffix(".state.pt")
+
+
+class _EpochBatches:
+    """Batch indices for steps ``start, start + 1, ...``: epoch ``e`` is a permutation seeded by ``(seed, e)``,
+    so step ``s`` always sees the same samples and a resumed run continues the exact sequence."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0):
+        if n < batch_size:
+            raise ValueError(f"the training set has {n} samples, fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
+        self.per_epoch = n // batch_size
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            epoch, j = divmod(step, self.per_epoch)
+            perm = torch.randperm(
+                self.n, generator=torch.Generator().manual_seed(seed_from_key(self.seed, "iseg-epoch", epoch))
+            )
+            yield perm[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+            step += 1
+
+
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    # Settings that may change between an interrupted run and its resumption without changing the result.
+    return {k: v for k, v in recipe.items() if k not in ("threads", "checkpoint_every")}
+
+
+def _save_state(path: Path, net, opt, cfg: TrainConfig, step: int, elapsed: float, history, running) -> None:
+    tmp = path.with_suffix(".tmp")
+    state = {
+        "format": "robustvision.iseg.train-state/1",
+        "recipe": asdict(cfg),
+        "step": step,
+        "elapsed": elapsed,
+        "history": history,
+        "running": running,
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+    }
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable training state ({err}); delete it to start afresh") from None
+    if not isinstance(state, dict) or state.get("format") != "robustvision.iseg.train-state/1":
+        raise ValueError(f"{path} is not an iseg training state; delete it to start afresh")
+    theirs, ours = _comparable(state["recipe"]), _comparable(asdict(cfg))
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise ValueError(
+            f"{path} was written by a run with another recipe (differs in: {', '.join(diff)}); "
+            "use the same options to resume, or delete it to start afresh"
+        )
+    return state
+
+
+def _init_weights(net: EdgeFlowNet, path: str, cfg: TrainConfig) -> None:
+    from robustvision.segmentation.interactive.model import load_edgeflow
+
+    init, card = load_edgeflow(path)
+    if asdict(init.config) != asdict(cfg.model):
+        raise ValueError(
+            f"--init {path} has another architecture ({card['model']}) than this run ({asdict(cfg.model)})"
+        )
+    net.load_state_dict(init.state_dict())
+
+
 def train_edgeflow(
     cfg: TrainConfig,
     out_path: str | Path,
     device: str | torch.device = "cpu",
     log: Callable[[int, dict[str, float]], None] | None = None,
     log_every: int = 25,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train with the recipe ``cfg`` and write ``out_path`` (.safetensors) + model card; returns the card."""
+    """Train with the recipe ``cfg`` and write ``out_path`` (.safetensors) + model card; returns the card.
+
+    Every ``cfg.checkpoint_every`` steps the full training state (weights, optimiser, step, elapsed time, log)
+    goes to :func:`state_path` ``(out_path)``. With ``resume=True`` a run continues from that state exactly
+    where it stopped (same recipe required; the wall-clock cap counts the time already spent); the state file
+    is removed once the checkpoint is written.
+
+    Raises:
+        ValueError: an unreadable or mismatching training state, ``cfg.init`` of another architecture.
+    """
     dev = resolve_device(device)
     if dev.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = build_train_set(cfg)
-    loader = DataLoader(
-        data,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    net = EdgeFlowNet(cfg.model).to(dev)
+    net = EdgeFlowNet(cfg.model)
+    if cfg.init:
+        _init_weights(net, cfg.init, cfg)
+    net = net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    state_file = state_path(out_path)
+    step, elapsed, history = 0, 0.0, []
+    running: dict[str, float] = {}
+    if resume and state_file.is_file():
+        state = _load_state(state_file, cfg, dev)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        history, running = list(state["history"]), dict(state["running"])
+    loader = DataLoader(
+        data, batch_sampler=_EpochBatches(len(data), cfg.batch_size, cfg.seed, start=step), num_workers=0
+    )
 
     def lr_at(step: int) -> float:
         # Cosine decay over whichever budget runs out first (steps or the wall-clock cap), so a time-capped
@@ -171,13 +268,10 @@ def train_edgeflow(
             progress = max(progress, (time.time() - start) / (cfg.minutes * 60))
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-    start = time.time()
-    step, stopped_early, history = 0, False, []
-    running: dict[str, float] = {}
-    while step < cfg.steps and not stopped_early:
+    start = time.time() - elapsed
+    stopped_early = False
+    if step < cfg.steps:
         for images, masks in loader:
-            if step >= cfg.steps:
-                break
             if cfg.minutes and time.time() - start > cfg.minutes * 60:
                 stopped_early = True
                 break
@@ -220,6 +314,7 @@ def train_edgeflow(
             for k, v in parts.items():
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
             step += 1
+            row = None
             if step % log_every == 0 or step == cfg.steps:
                 row = {
                     "step": step,
@@ -227,8 +322,12 @@ def train_edgeflow(
                     **{k: round(v, 4) for k, v in running.items()},
                 }
                 history.append(row)
-                if log is not None:
-                    log(step, row)
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                _save_state(state_file, net, opt, cfg, step, time.time() - start, history, running)
+            if row is not None and log is not None:
+                log(step, row)
+            if step >= cfg.steps:
+                break
     wall = time.time() - start
     card = {
         "name": "edgeflow" if cfg.model.edge_flow else "edgeflow_noedge",
@@ -246,6 +345,7 @@ def train_edgeflow(
         "command": "robustvision iseg train " + " ".join(_cli_args(cfg)),
     }
     save_edgeflow(net.cpu(), out_path, card)
+    state_file.unlink(missing_ok=True)
     return json.loads(Path(out_path).with_suffix(".json").read_text())
 
 
@@ -275,4 +375,6 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args.append("--no-edge-flow")
     if cfg.train_set != "synthetic":
         args.append(f"--train-set {cfg.train_set} --root {cfg.root}")
+    if cfg.init:
+        args.append(f"--init {cfg.init}")
     return args

@@ -1,0 +1,46 @@
+"""The local executor's worker processes give the same numbers as the in-process run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _bench_support import tiny_checkpoints
+
+from robustvision.bench.plan import load_config
+from robustvision.bench.runner import AUTO_PROCESSES_MIN_UNITS, local_workers, run_bench
+from robustvision.bench.sources import resolve_models
+from robustvision.bench.store import ResultsStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_processes_match_in_process(tmp_path):
+    ckpts = tiny_checkpoints(tmp_path / "ckpts")
+    common = dict(
+        checkpoints=[str(ckpts)],
+        noises=["clean", "fgsm", "gaussian_noise@1,3", "jpeg_reencode_q95", "precision_bf16"],
+        n_examples=40,
+        n_adversarial=20,
+        attack_steps=2,
+        out="",
+        threads=1,
+    )
+    serial = load_config("quick", store=str(tmp_path / "serial.db"), workers=1, **common)
+    parallel = load_config("quick", store=str(tmp_path / "parallel.db"), workers=2, **common)
+    models = resolve_models(serial)
+    with ResultsStore(serial.store) as a, ResultsStore(parallel.store) as b:
+        sa = run_bench(serial, models, a)
+        sb = run_bench(parallel, models, b)
+        assert sb.written == sb.planned == sa.written > len(models)
+        key = ["model", "technique", "noise", "severity", "metric"]
+        ra, rb = a.results().sort_values(key), b.results().sort_values(key)
+        assert ra[key].values.tolist() == rb[key].values.tolist()
+        np.testing.assert_array_equal(ra["value"].to_numpy(), rb["value"].to_numpy())
+        # a second run finds every cell stored and starts no worker
+        assert run_bench(parallel, models, b).written == 0
+
+
+def test_automatic_worker_count():
+    assert local_workers(3, 1, "cpu") == 3  # an explicit count is kept
+    assert local_workers(0, AUTO_PROCESSES_MIN_UNITS - 1, "cpu") == 1  # short runs stay in-process
+    assert 1 <= local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu") <= 2
