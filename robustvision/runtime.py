@@ -62,3 +62,18 @@ def shared_data_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Make this worker process exit as soon as ``parent_pid`` is no longer its parent (the parent died, even by
+    SIGKILL). Call it from a process-pool initializer: orphaned pool workers otherwise finish their task and then
+    wait for work forever."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

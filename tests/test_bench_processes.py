@@ -44,3 +44,57 @@ def test_automatic_worker_count():
     assert local_workers(3, 1, "cpu") == 3  # an explicit count is kept
     assert local_workers(0, AUTO_PROCESSES_MIN_UNITS - 1, "cpu") == 1  # short runs stay in-process
     assert 1 <= local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu") <= 2
+
+
+PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from robustvision.runtime import exit_with_parent
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(2, ctx, initializer=exit_with_parent, initargs=(os.getpid(), 0.1))
+    pids = set()
+    while len(pids) < 2:
+        pids |= {f.result() for f in [pool.submit(os.getpid) for _ in range(4)]}
+    print(" ".join(map(str, sorted(pids))), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_pool_workers_exit_when_the_parent_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [p for p in workers if _alive(p)]
+        assert not alive, f"orphaned workers still running: {alive}"
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -28,7 +28,7 @@ import torch
 from robustvision.bench.plan import CLEAN, IMAGENET_P, BenchConfig, Cell, ModelEntry, Plan, config_hash, plan_cells
 from robustvision.bench.store import CellRecord, ResultsStore
 from robustvision.errors import UserError
-from robustvision.runtime import make_generator, resolve_device
+from robustvision.runtime import exit_with_parent, make_generator, resolve_device
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,8 @@ def run_local(
 _WORKER_DATA: dict[str, Any] = {}
 
 
-def _init_worker(images, labels, settings: EvalSettings) -> None:
+def _init_worker(parent_pid: int, images, labels, settings: EvalSettings) -> None:
+    exit_with_parent(parent_pid)  # a killed run must not leave workers behind
     torch.set_num_threads(settings.threads)
     _WORKER_DATA.update(images=images, labels=labels, settings=settings)
 
@@ -273,7 +274,7 @@ def _run_processes(units, images, labels, settings: EvalSettings, on_records: On
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can deadlock.
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(images, labels, worker_settings)
+        workers, ctx, initializer=_init_worker, initargs=(os.getpid(), images, labels, worker_settings)
     )
     try:
         # Keep a few units queued per worker so the results stream back in roughly plan order.

@@ -209,11 +209,15 @@ def ensure_zoo(
 
 def _train_parallel(spec: ZooPreset, todo: list[ZooMember], runtime: dict, jobs: int, bar) -> None:
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from robustvision.runtime import exit_with_parent
 
     task = bar.add_task("zoo", total=len(todo), info=f"{jobs} workers")
     single = {**runtime, "threads": 1}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, ctx, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_train_member, spec, m, single, None): m for m in todo}
         for future in as_completed(futures):
             member = futures[future]
