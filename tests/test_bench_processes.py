@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _bench_support import tiny_checkpoints
+from _bench_support import registered_test_noises, tiny_checkpoints
 
 from robustvision.bench.plan import load_config
 from robustvision.bench.runner import AUTO_PROCESSES_MIN_UNITS, local_workers, run_bench
@@ -43,7 +43,17 @@ def test_worker_processes_match_in_process(tmp_path):
 def test_automatic_worker_count():
     assert local_workers(3, 1, "cpu") == 3  # an explicit count is kept
     assert local_workers(0, AUTO_PROCESSES_MIN_UNITS - 1, "cpu") == 1  # short runs stay in-process
-    assert 1 <= local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu") <= 2
+    assert 1 <= local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu", ["clean", "fgsm", "imagenet_p:noise"]) <= 2
+    # a noise registered by the user's own code stays in-process: spawned workers would not know it
+    with registered_test_noises():
+        assert local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu", ["fgsm", "test_darken"]) == 1
+
+
+def test_every_packaged_noise_may_run_in_a_worker():
+    from robustvision.bench.runner import _packaged_noise
+    from robustvision.noises import NOISES
+
+    assert [n for n in NOISES if not _packaged_noise(n)] == []
 
 
 PARENT = """

@@ -12,6 +12,7 @@ committed in its own transaction; killing a run loses at most the cells in fligh
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
@@ -224,14 +225,30 @@ OnRecords = Callable[[Unit, list[CellRecord]], None]
 AUTO_PROCESSES_MIN_UNITS = 24
 
 
-def local_workers(requested: int, n_units: int, device: str) -> int:
+def local_workers(requested: int, n_units: int, device: str, noises: Iterable[str] = ()) -> int:
     """Processes the local executor uses: ``requested``, or for 0 one per CPU core (at most 2) on CPU runs of
-    :data:`AUTO_PROCESSES_MIN_UNITS`+ units and 1 otherwise (CUDA runs stay in one process)."""
+    :data:`AUTO_PROCESSES_MIN_UNITS`+ units and 1 otherwise. CUDA runs stay in one process, and so do runs with a
+    noise registered outside the package (a fresh worker process would not know it)."""
     if requested:
         return requested
     if resolve_device(device).type != "cpu" or n_units < AUTO_PROCESSES_MIN_UNITS:
         return 1
+    if not all(_packaged_noise(name) for name in noises):
+        return 1
     return max(1, min(2, os.cpu_count() or 1))
+
+
+def _packaged_noise(name: str) -> bool:
+    from robustvision.noises import NOISES
+
+    if name == CLEAN or name.startswith(IMAGENET_P):
+        return True
+    if name not in NOISES:
+        return False
+    builder = NOISES.get(name)
+    while isinstance(builder, functools.partial):
+        builder = builder.func
+    return getattr(builder, "__module__", "").startswith("robustvision.")
 
 
 def run_local(
@@ -437,7 +454,7 @@ def run_bench(
         ray_cpus = cfg.workers or max(1, os.cpu_count() or 1)
         run_ray(units, images, labels, settings, on_records, workers=ray_cpus, address=cfg.ray_address)
     else:
-        workers = local_workers(cfg.workers, len(units), cfg.device)
+        workers = local_workers(cfg.workers, len(units), cfg.device, {u.cells[0].noise for u in units})
         run_local(units, images, labels, settings, on_records, workers=workers)
     return RunSummary(
         run_id=run_id,
