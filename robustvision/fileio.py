@@ -14,3 +14,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` atomically (a crash leaves the old file or the new one, never half of one)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from robustvision.fileio import atomic_torch_save
 from robustvision.runtime import make_generator, resolve_device, seed_from_key
 from robustvision.training.config import TrainConfig
 from robustvision.training.techniques import random_translate, training_loss
@@ -235,10 +236,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not is_main_process():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(self.state_dict(), path)
         self.config.to_yaml(path.parent / "config.yaml")
 
     def load(self, path: str | Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from robustvision.fileio import atomic_torch_save
 from robustvision.runtime import resolve_device, seed_everything, seed_from_key
 from robustvision.segmentation.interactive.clicks import Click, clicks_to_points, disk_maps, sample_next_click
 from robustvision.segmentation.interactive.losses import boundary_loss, masked_bce, normalized_focal_loss
@@ -174,7 +175,6 @@ def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save_state(path: Path, net, opt, cfg: TrainConfig, step: int, elapsed: float, history, running) -> None:
-    tmp = path.with_suffix(".tmp")
     state = {
         "format": "robustvision.iseg.train-state/1",
         "recipe": asdict(cfg),
@@ -185,8 +185,7 @@ def _save_state(path: Path, net, opt, cfg: TrainConfig, step: int, elapsed: floa
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
     }
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_torch_save(state, path)
 
 
 def _load_state(path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
