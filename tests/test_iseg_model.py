@@ -186,6 +186,17 @@ def test_interrupted_training_resumes_bit_identically(tmp_path):
         train_edgeflow(cfg(), out, resume=True)
 
 
+def test_worker_processes_and_click_threads_do_not_change_the_result(tmp_path):
+    from safetensors.torch import load_file
+
+    base = dict(steps=3, batch_size=3, crop=48, samples=9, warmup=1, max_next_clicks=2, seed=4)
+    serial = train_edgeflow(TrainConfig(model=EdgeFlowConfig(**TINY), **base), tmp_path / "a.safetensors")
+    parallel = train_edgeflow(TrainConfig(model=EdgeFlowConfig(**TINY), workers=2, **base), tmp_path / "b.safetensors")
+    wa, wb = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert serial["final_running"] == parallel["final_running"] and parallel["recipe"]["workers"] == 2
+
+
 def test_init_from_checkpoint_and_architecture_mismatch(tmp_path):
     base = dict(steps=1, batch_size=2, crop=48, samples=4, warmup=1)
     first = tmp_path / "first.safetensors"

@@ -25,12 +25,17 @@ def train(
     lr: float = typer.Option(1e-3, help="Adam learning rate (cosine decay)."),
     seed: int = typer.Option(0, help="Seed of the run."),
     width: int = typer.Option(8, help="Backbone width (18 = HRNet-W18 branch widths)."),
+    blocks: int = typer.Option(1, help="Residual blocks per branch in each HR module (HRNet: 4)."),
+    warmup: int = typer.Option(50, help="Linear learning-rate warm-up steps."),
     max_next_clicks: int = typer.Option(3, help="Most simulated iterative clicks per batch (RITM: 3)."),
     minutes: float = typer.Option(0.0, help="Wall-clock cap in minutes (0 = none); stops early and records it."),
     no_edge_flow: bool = typer.Option(False, "--no-edge-flow", help="Train the RITM-style ablation instead."),
     train_set: str = typer.Option("synthetic", help="synthetic (no download) or sbd (needs --root)."),
     root: Path = typer.Option(None, help="Data root for --train-set sbd."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
+    workers: int = typer.Option(
+        0, help="Data-loader processes and click-simulation threads (0 = main thread; same result either way)."
+    ),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     init: Path = typer.Option(
         None, help="Start from this EdgeFlow checkpoint's weights (same --width/--no-edge-flow)."
@@ -51,9 +56,12 @@ def train(
         cfg = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
             minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
-            model=EdgeFlowConfig(width=width, edge_flow=not no_edge_flow),
+            workers=workers, warmup=warmup,
+            model=EdgeFlowConfig(width=width, blocks=blocks, edge_flow=not no_edge_flow),
             checkpoint_every=checkpoint_every, init=str(init) if init else None,
         )  # fmt: skip
+        if workers < 0 or blocks < 1 or warmup < 0:
+            raise ValueError("--workers and --warmup must be >= 0 and --blocks >= 1")
         if checkpoint_every < 1:
             raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
         if init is not None and not init.is_file():

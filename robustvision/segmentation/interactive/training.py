@@ -16,6 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ class TrainConfig:
         root: data root for ``sbd``.
         samples: synthetic samples per epoch.
         threads: torch CPU threads (1 is fastest on a loaded 2-core machine).
+        workers: parallel workers for the CPU side of a step: that many data-loader processes synthesise
+            samples and that many threads simulate the clicks (0 = all in the main thread). The result does
+            not depend on it (each sample's data and clicks come from their own seeds); on a GPU it is what
+            keeps the accelerator fed.
         checkpoint_every: write the resumable training state (``<out>.state.pt``) every this many steps.
         init: start from the weights of this EdgeFlow checkpoint (same architecture) instead of from scratch;
             the schedule starts afresh (fine-tuning or a longer second round).
@@ -72,6 +77,7 @@ class TrainConfig:
     root: str | None = None
     samples: int = 20000
     threads: int = 1
+    workers: int = 0
     checkpoint_every: int = 100
     init: str | None = None
     model: EdgeFlowConfig = field(default_factory=EdgeFlowConfig)
@@ -171,7 +177,7 @@ class _EpochBatches:
 
 def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
     # Settings that may change between an interrupted run and its resumption without changing the result.
-    return {k: v for k, v in recipe.items() if k not in ("threads", "checkpoint_every")}
+    return {k: v for k, v in recipe.items() if k not in ("threads", "workers", "checkpoint_every")}
 
 
 def _save_state(path: Path, net, opt, cfg: TrainConfig, step: int, elapsed: float, history, running) -> None:
@@ -254,8 +260,17 @@ def train_edgeflow(
         step, elapsed = int(state["step"]), float(state["elapsed"])
         history, running = list(state["history"]), dict(state["running"])
     loader = DataLoader(
-        data, batch_sampler=_EpochBatches(len(data), cfg.batch_size, cfg.seed, start=step), num_workers=0
+        data,
+        batch_sampler=_EpochBatches(len(data), cfg.batch_size, cfg.seed, start=step),
+        num_workers=cfg.workers,
+        worker_init_fn=_single_threaded_worker if cfg.workers else None,
+        persistent_workers=cfg.workers > 0,
+        # spawn, not fork: a forked child deadlocks in OpenCV/OpenMP thread pools the parent already started
+        multiprocessing_context="spawn" if cfg.workers else None,
+        pin_memory=dev.type == "cuda",
     )
+    pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="iseg-clicks") if cfg.workers > 1 else None
+    pmap = pool.map if pool is not None else map
 
     def lr_at(step: int) -> float:
         # Cosine decay over whichever budget runs out first (steps or the wall-clock cap), so a time-capped
@@ -269,64 +284,68 @@ def train_edgeflow(
 
     start = time.time() - elapsed
     stopped_early = False
-    if step < cfg.steps:
-        for images, masks in loader:
-            if cfg.minutes and time.time() - start > cfg.minutes * 60:
-                stopped_early = True
-                break
-            rng = np.random.default_rng(seed_from_key(cfg.seed, "iseg-train-step", step))
-            images, masks = images.to(dev), masks.to(dev)
-            valid = (masks != 255).float().unsqueeze(1)
-            gt = (masks == 1).float().unsqueeze(1)
-            gt_np, valid_np = (masks == 1).cpu().numpy(), (masks != 255).cpu().numpy()
-            clicks = [initial_clicks(gt_np[b], valid_np[b], rng) for b in range(len(images))]
-            aux = torch.zeros_like(gt)
-            n_iter = int(rng.integers(0, cfg.max_next_clicks + 1))
-            if n_iter:
-                net.eval()
+    try:
+        if step < cfg.steps:
+            for images, masks in loader:
+                if cfg.minutes and time.time() - start > cfg.minutes * 60:
+                    stopped_early = True
+                    break
+                rng = np.random.default_rng(seed_from_key(cfg.seed, "iseg-train-step", step))
+                n = len(images)
+                rngs = [np.random.default_rng(seed_from_key(cfg.seed, "iseg-train-step", step, b)) for b in range(n)]
+                gt_np, valid_np = (masks == 1).numpy(), (masks != 255).numpy()
+                images, masks = images.to(dev, non_blocking=True), masks.to(dev, non_blocking=True)
+                valid = (masks != 255).float().unsqueeze(1)
+                gt = (masks == 1).float().unsqueeze(1)
+                clicks = list(pmap(initial_clicks, gt_np, valid_np, rngs))
+                aux = torch.zeros_like(gt)
+                n_iter = int(rng.integers(0, cfg.max_next_clicks + 1))
+                if n_iter:
+                    net.eval()
+                    with torch.no_grad():
+                        cache = net.encode_image(images)
+                        for _ in range(n_iter):
+                            out = net.decode(cache, _coord(aux, clicks, cfg.crop))
+                            prob = torch.sigmoid(out["instances"])
+                            aux = torch.sigmoid(out["edges"]) if net.uses_edge else prob
+                            pred = (prob[:, 0] > 0.49).cpu().numpy()
+                            for b, c in enumerate(pmap(_next_click, pred, gt_np, valid_np, rngs)):
+                                if c is not None:
+                                    clicks[b].append(c)
+                    net.train()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step)
+                out = net(images, _coord(aux, clicks, cfg.crop))
+                loss, parts = compute_loss(out, gt, valid, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
                 with torch.no_grad():
-                    cache = net.encode_image(images)
-                    for _ in range(n_iter):
-                        out = net.decode(cache, _coord(aux, clicks, cfg.crop))
-                        prob = torch.sigmoid(out["instances"])
-                        aux = torch.sigmoid(out["edges"]) if net.uses_edge else prob
-                        pred = (prob[:, 0] > 0.49).cpu().numpy()
-                        for b in range(len(images)):
-                            g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-                            c = sample_next_click(pred[b], gt_np[b], valid_np[b], generator=g)
-                            if c is not None:
-                                clicks[b].append(c)
-                net.train()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            out = net(images, _coord(aux, clicks, cfg.crop))
-            loss, parts = compute_loss(out, gt, valid, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                pred = torch.sigmoid(out["instances"]) > 0.49
-                inter = ((pred & (gt > 0.5)) * valid.bool()).sum(dim=(1, 2, 3)).float()
-                union = (((pred | (gt > 0.5)) * valid.bool()).sum(dim=(1, 2, 3))).float().clamp_min(1)
-                parts["iou"] = float((inter / union).mean())
-            parts["loss"] = float(loss.detach())
-            for k, v in parts.items():
-                running[k] = 0.9 * running.get(k, v) + 0.1 * v
-            step += 1
-            row = None
-            if step % log_every == 0 or step == cfg.steps:
-                row = {
-                    "step": step,
-                    "seconds": round(time.time() - start, 1),
-                    **{k: round(v, 4) for k, v in running.items()},
-                }
-                history.append(row)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _save_state(state_file, net, opt, cfg, step, time.time() - start, history, running)
-            if row is not None and log is not None:
-                log(step, row)
-            if step >= cfg.steps:
-                break
+                    pred = torch.sigmoid(out["instances"]) > 0.49
+                    inter = ((pred & (gt > 0.5)) * valid.bool()).sum(dim=(1, 2, 3)).float()
+                    union = (((pred | (gt > 0.5)) * valid.bool()).sum(dim=(1, 2, 3))).float().clamp_min(1)
+                    parts["iou"] = float((inter / union).mean())
+                parts["loss"] = float(loss.detach())
+                for k, v in parts.items():
+                    running[k] = 0.9 * running.get(k, v) + 0.1 * v
+                step += 1
+                row = None
+                if step % log_every == 0 or step == cfg.steps:
+                    row = {
+                        "step": step,
+                        "seconds": round(time.time() - start, 1),
+                        **{k: round(v, 4) for k, v in running.items()},
+                    }
+                    history.append(row)
+                if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    _save_state(state_file, net, opt, cfg, step, time.time() - start, history, running)
+                if row is not None and log is not None:
+                    log(step, row)
+                if step >= cfg.steps:
+                    break
+    finally:
+        if pool is not None:
+            pool.shutdown()
     wall = time.time() - start
     card = {
         "name": "edgeflow" if cfg.model.edge_flow else "edgeflow_noedge",
@@ -346,6 +365,17 @@ def train_edgeflow(
     save_edgeflow(net.cpu(), out_path, card)
     state_file.unlink(missing_ok=True)
     return json.loads(Path(out_path).with_suffix(".json").read_text())
+
+
+def _next_click(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> Click | None:
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    return sample_next_click(pred, gt, valid, generator=g)
+
+
+def _single_threaded_worker(_: int) -> None:
+    # Data-loader processes: one thread each, or N workers x M library threads oversubscribe the cores.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def _describe(data: Dataset) -> str:
@@ -374,6 +404,10 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args.append("--no-edge-flow")
     if cfg.train_set != "synthetic":
         args.append(f"--train-set {cfg.train_set} --root {cfg.root}")
+    if cfg.model.blocks != EdgeFlowConfig.blocks:
+        args.append(f"--blocks {cfg.model.blocks}")
+    if cfg.warmup != TrainConfig.warmup:
+        args.append(f"--warmup {cfg.warmup}")
     if cfg.init:
         args.append(f"--init {cfg.init}")
     return args
