@@ -47,7 +47,8 @@ class ShotNoise(Corruption):
     8-bit images (every value ``k / 255``, as decoded photographs are) are sampled exactly by inversion: one
     uniform ``u`` per value and ``min{j : F(j) > u}`` for the Poisson CDF ``F`` of rate ``c * k / 255``, read from
     a table of the 256 rates (:func:`poisson_inverse_table`). Other images fall back to ``torch.poisson``. Both
-    draw from one generator per image, seeded by ``params['seeds']``.
+    draw from one CPU generator per image, seeded by ``params['seeds']``, so an image gets the same noise on
+    every device (a CUDA generator's stream differs from the CPU's for the same seed).
     """
 
     table = {
@@ -70,13 +71,15 @@ class ShotNoise(Corruption):
         level_bins = images.mul(255 * bins).round_()
         u = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # the table's precision
         if images.numel() and torch.equal(torch.div(level_bins, 255 * bins, out=u), images.float()):
+            on_cpu = u if u.device.type == "cpu" else torch.empty(u.shape, dtype=u.dtype)
             for i, seed in enumerate(seeds):  # u * bins, drawn directly (a power-of-two scale: exact)
-                u[i].uniform_(0, bins, generator=torch.Generator(device=images.device).manual_seed(int(seed)))
+                on_cpu[i].uniform_(0, bins, generator=torch.Generator().manual_seed(int(seed)))
+            u = u.copy_(on_cpu) if on_cpu is not u else u
             return _poisson_lookup(level_bins.float(), u, c).div_(c).clamp_(0, 1).to(images.dtype)
         out = torch.empty_like(images)
         for i, seed in enumerate(seeds):
-            g = torch.Generator(device=images.device).manual_seed(int(seed))
-            out[i] = torch.poisson(images[i] * c, generator=g) / c
+            g = torch.Generator().manual_seed(int(seed))
+            out[i] = torch.poisson(images[i].cpu() * c, generator=g).to(images.device) / c
         return out.clamp(0, 1)
 
 
