@@ -225,6 +225,23 @@ def test_shot_noise_off_the_8bit_grid_falls_back_to_torch_poisson():
     assert abs(float(on_grid.mean()) - 77 / 255 * c) < 0.05 and abs(float(on_grid.var()) - 77 / 255 * c) < 0.2
 
 
+@pytest.mark.parametrize("exact_division", [True, False])
+def test_8bit_grid_check_agrees_both_ways(exact_division, photos32):
+    from robustvision.noises.corruptions_noise import on_8bit_grid
+
+    def check(x):
+        return on_8bit_grid(x, x.mul(255).round_(), torch.empty_like(x), exact_division=exact_division)
+
+    grid = torch.arange(256, dtype=torch.float32).div(255).view(1, 1, 16, 16)
+    assert check(grid) and check(photos32)
+    assert not check(torch.full((1, 1, 4, 4), 0.3)) and not check(photos32 + 1e-4)
+    nudged = grid.clone()
+    nudged[0, 0, 3, 5] = torch.nextafter(nudged[0, 0, 3, 5], torch.tensor(1.0))  # one ulp off k / 255
+    assert not check(nudged)
+    assert not check(torch.tensor([[[[1.5, -0.2]]]]))  # off the [0, 1] grid entirely
+    assert not check(torch.tensor([[[[76.5 / 255]]]]))  # between two levels (the old check let it through)
+
+
 @pytest.mark.parametrize("severity", [1, 5])
 def test_impulse_flips_are_independent_bernoulli(severity):
     noise = create_noise("impulse_noise", severity=severity, profile="imagenet")

@@ -65,12 +65,12 @@ class ShotNoise(Corruption):
         seeds = params["seeds"].tolist()
         images = images.contiguous()
         bins = POISSON_TABLE_BINS
-        # level * bins (exact integers: the rounding error of x * 255 * bins is ~0.02) and, in the buffer the
-        # uniforms go to next, its value on the 8-bit grid: equal to x exactly when x is k / 255 (both are the
-        # correctly rounded k / 255)
-        level_bins = images.mul(255 * bins).round_()
+        # the level k = round(255 x); x is an 8-bit value when it equals k / 255 exactly (checked in the buffer
+        # the uniforms go to next); then k * bins indexes the level's row of the table
+        levels = images.mul(255).round_()
         u = torch.empty(images.shape, dtype=torch.float32, device=images.device)  # the table's precision
-        if images.numel() and torch.equal(torch.div(level_bins, 255 * bins, out=u), images.float()):
+        if images.numel() and on_8bit_grid(images, levels, u):
+            level_bins = levels.mul_(bins)
             on_cpu = u if u.device.type == "cpu" else torch.empty(u.shape, dtype=u.dtype)
             for i, seed in enumerate(seeds):  # u * bins, drawn directly (a power-of-two scale: exact)
                 on_cpu[i].uniform_(0, bins, generator=torch.Generator().manual_seed(int(seed)))
@@ -81,6 +81,25 @@ class ShotNoise(Corruption):
             g = torch.Generator().manual_seed(int(seed))
             out[i] = torch.poisson(images[i].cpu() * c, generator=g).to(images.device) / c
         return out.clamp(0, 1)
+
+
+def on_8bit_grid(
+    images: torch.Tensor, levels: torch.Tensor, scratch: torch.Tensor, exact_division: bool | None = None
+) -> bool:
+    """Whether every value of ``images`` is exactly a float32 ``k / 255`` (``levels = round(images * 255)``;
+    ``scratch`` a float32 buffer of the same shape that may be overwritten).
+
+    On the CPU ``levels / 255`` is correctly rounded, so it is compared with the images directly, in
+    ``scratch``. CUDA divides by a scalar through its reciprocal, which is not correctly rounded (an H200 run
+    took photos off the grid and so off the exact sampler): there the levels index the 256 correctly rounded
+    values made on the CPU. ``exact_division`` forces one way (tests).
+    """
+    if exact_division is None:
+        exact_division = images.device.type == "cpu"
+    if exact_division:
+        return torch.equal(torch.div(levels, 255, out=scratch), images.float())
+    grid = torch.arange(256, dtype=torch.float32).div_(255).to(images.device)
+    return torch.equal(grid[levels.clamp(0, 255).long()], images.float())
 
 
 POISSON_TABLE_BINS = 1024  # u-bins per level: 256 x 1024 x 2 float32 entries (2 MB), cache-friendly
