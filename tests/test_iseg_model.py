@@ -186,6 +186,34 @@ def test_interrupted_training_resumes_bit_identically(tmp_path):
         train_edgeflow(cfg(), out, resume=True)
 
 
+def test_overflow_start_is_an_over_segmentation_with_a_negative_click_in_it():
+    import cv2
+
+    from robustvision.segmentation.interactive.training import overflow_start
+
+    gt = np.zeros((96, 96), bool)
+    gt[30:70, 25:60] = True
+    valid = np.ones_like(gt)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        prev, click = overflow_start(gt, valid, rng)
+        extra = prev & ~gt
+        assert (prev >= gt).all() and extra.any()  # the object plus some background
+        n, _ = cv2.connectedComponents(prev.astype(np.uint8))
+        assert n == 2  # one piece: the overflow touches the object
+        assert click is not None and not click.is_positive and extra[click.y, click.x]
+    assert overflow_start(np.ones((64, 64), bool), np.ones((64, 64), bool), rng) is None  # no room around it
+
+
+def test_training_with_overflow_starts(tmp_path):
+    cfg = TrainConfig(
+        steps=2, batch_size=2, crop=48, samples=4, warmup=1, overflow_prob=1.0, model=EdgeFlowConfig(**TINY)
+    )
+    card = train_edgeflow(cfg, tmp_path / "o.safetensors", log_every=1)
+    assert card["steps_done"] == 2 and "--overflow-prob 1.0" in card["command"]
+    assert all(np.isfinite(r["loss"]) for r in card["history"])
+
+
 def test_worker_processes_and_click_threads_do_not_change_the_result(tmp_path):
     from safetensors.torch import load_file
 

@@ -31,6 +31,7 @@ from robustvision.runtime import resolve_device, seed_everything, seed_from_key
 from robustvision.segmentation.interactive.clicks import Click, clicks_to_points, disk_maps, sample_next_click
 from robustvision.segmentation.interactive.losses import boundary_loss, masked_bce, normalized_focal_loss
 from robustvision.segmentation.interactive.model import EdgeFlowConfig, EdgeFlowNet, save_edgeflow
+from robustvision.segmentation.interactive.predictor import mask_boundary
 
 
 @dataclass
@@ -53,6 +54,10 @@ class TrainConfig:
         root: data root for ``sbd``.
         samples: synthetic samples per epoch.
         threads: torch CPU threads (1 is fastest on a loaded 2-core machine).
+        overflow_prob: probability that a sample starts from a simulated *overflowing* previous mask (the object
+            plus a piece of the background around it) with a negative click placed in the overflow by the
+            simulated user: it makes the network learn to obey negative clicks, which the synthetic objects
+            rarely demand on their own (the session-3 checkpoints ignored them on GrabCut). 0 = off.
         workers: parallel workers for the CPU side of a step: that many data-loader processes synthesise
             samples and that many threads simulate the clicks (0 = all in the main thread). The result does
             not depend on it (each sample's data and clicks come from their own seeds); on a GPU it is what
@@ -77,6 +82,7 @@ class TrainConfig:
     root: str | None = None
     samples: int = 20000
     threads: int = 1
+    overflow_prob: float = 0.0
     workers: int = 0
     checkpoint_every: int = 100
     init: str | None = None
@@ -116,6 +122,31 @@ def initial_clicks(gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator) 
         i = rng.integers(len(ys))
         clicks.append(Click(int(ys[i]), int(xs[i]), False))
     return clicks
+
+
+def overflow_start(
+    gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, Click | None] | None:
+    """A simulated overflowing previous mask for ``gt`` (``H x W`` bool) and the negative click the simulated user
+    puts in it, or ``None`` when the object leaves no room around it.
+
+    The overflow is the part of a ring around the object (2-25% of the crop wide) that falls in a disk centred on
+    a random ring pixel, so it is one blob of background touching the object, as an over-segmentation is.
+    """
+    size = gt.shape[0]
+    r = int(rng.integers(max(2, size // 50), max(3, size // 4)))
+    ring = cv2.dilate(gt.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    ring = ring.astype(bool) & ~gt & valid
+    ys, xs = np.nonzero(ring)
+    if len(ys) < 20:
+        return None
+    i = int(rng.integers(len(ys)))
+    radius = rng.uniform(0.1, 0.4) * size
+    yy, xx = np.ogrid[:size, : gt.shape[1]]
+    blob = ring & ((yy - ys[i]) ** 2 + (xx - xs[i]) ** 2 <= radius * radius)
+    prev = gt | blob
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    return prev, sample_next_click(prev, gt, valid, generator=g)
 
 
 def _coord(aux: torch.Tensor, clicks: list[list[Click]], size: int) -> torch.Tensor:
@@ -299,6 +330,15 @@ def train_edgeflow(
                 gt = (masks == 1).float().unsqueeze(1)
                 clicks = list(pmap(initial_clicks, gt_np, valid_np, rngs))
                 aux = torch.zeros_like(gt)
+                if cfg.overflow_prob > 0:
+                    starts = list(pmap(_maybe_overflow, gt_np, valid_np, rngs, [cfg.overflow_prob] * n))
+                    for b, overflow in enumerate(starts):
+                        if overflow is not None:
+                            prev, click = overflow
+                            aux_b = mask_boundary(prev) if net.uses_edge else prev.astype(np.float32)
+                            aux[b, 0] = torch.from_numpy(aux_b).to(dev)
+                            if click is not None:
+                                clicks[b].append(click)
                 n_iter = int(rng.integers(0, cfg.max_next_clicks + 1))
                 if n_iter:
                     net.eval()
@@ -367,6 +407,11 @@ def train_edgeflow(
     return json.loads(Path(out_path).with_suffix(".json").read_text())
 
 
+def _maybe_overflow(gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator, prob: float):
+    # the draw happens for every sample, so the sample's later random numbers do not depend on the outcome
+    return overflow_start(gt, valid, rng) if rng.random() < prob else None
+
+
 def _next_click(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> Click | None:
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     return sample_next_click(pred, gt, valid, generator=g)
@@ -406,6 +451,8 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args.append(f"--train-set {cfg.train_set} --root {cfg.root}")
     if cfg.model.blocks != EdgeFlowConfig.blocks:
         args.append(f"--blocks {cfg.model.blocks}")
+    if cfg.overflow_prob:
+        args.append(f"--overflow-prob {cfg.overflow_prob}")
     if cfg.warmup != TrainConfig.warmup:
         args.append(f"--warmup {cfg.warmup}")
     if cfg.init:
