@@ -408,7 +408,7 @@ def train_edgeflow(
 
 
 def _maybe_overflow(gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator, prob: float):
-    # the draw happens for every sample, so the sample's later random numbers do not depend on the outcome
+    # the sample's own generator decides, so the run stays a pure function of (seed, step, sample)
     return overflow_start(gt, valid, rng) if rng.random() < prob else None
 
 
