@@ -74,7 +74,8 @@ class ShotNoise(Corruption):
             on_cpu = u if u.device.type == "cpu" else torch.empty(u.shape, dtype=u.dtype)
             for i, seed in enumerate(seeds):  # u * bins, drawn directly (a power-of-two scale: exact)
                 on_cpu[i].uniform_(0, bins, generator=torch.Generator().manual_seed(int(seed)))
-            u = u.copy_(on_cpu) if on_cpu is not u else u
+            if on_cpu is not u:
+                u.copy_(on_cpu)
             return _poisson_lookup(level_bins.float(), u, c).div_(c).clamp_(0, 1).to(images.dtype)
         out = torch.empty_like(images)
         for i, seed in enumerate(seeds):
