@@ -189,3 +189,22 @@ def test_model_selection_errors_suggest_names(bench_checkpoints):
         select_models(entries, ["lenet"], [])
     with pytest.raises(ValueError, match="technique 'pgd_att'"):
         select_models(entries, [], ["pgd_att"])
+
+
+def test_zoo_trains_only_the_selected_members(bench_checkpoints, monkeypatch, tmp_path):
+    import robustvision.training as training
+    from robustvision.training.zoo_presets import ZooCheckpoint
+
+    asked = []
+
+    def fake_ensure_zoo(preset, device="auto", only=None, **kw):
+        asked.append(only)
+        return [ZooCheckpoint("lenet5", "mixup", bench_checkpoints / "lenet5_ls.safetensors")]
+
+    monkeypatch.setattr(training, "ensure_zoo", fake_ensure_zoo)
+    cfg = load_config("quick", store=str(tmp_path / "r.db"), models=["lenet5/mixup"], out="")
+    assert [m.key for m in resolve_models(cfg)] == ["lenet5/mixup"]
+    assert asked == [["lenet5/mixup"]]  # not the whole zoo
+    with pytest.raises(ValueError, match="did you mean 'resnet18'"):  # a typo fails before any training
+        resolve_models(load_config("quick", store=str(tmp_path / "r.db"), models=["resnet19"], out=""))
+    assert len(asked) == 1

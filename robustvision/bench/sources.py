@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from robustvision.bench.plan import BenchConfig, ModelEntry
@@ -92,10 +93,17 @@ def _zoo_items(result: Any) -> list[tuple[Path, str | None, str | None]]:
 
 def zoo_entries(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[ModelEntry]:
     """Train or reuse the default zoo (``robustvision.training.ensure_zoo``) and list its checkpoints."""
-    from robustvision.training import ensure_zoo
+    from robustvision.training import ensure_zoo, get_preset
 
+    only = None
+    if cfg.models or cfg.techniques:  # train only the members asked for; unknown names suggest close ones
+        preset = get_preset(cfg.zoo_preset)
+        members = [SimpleNamespace(name=m.model, key=m.label, technique=m.technique) for m in preset.members]
+        only = [m.key for m in select_models(members, cfg.models, cfg.techniques)]
+        if not only:
+            return []
     out = []
-    for path, name, technique in _zoo_items(ensure_zoo(cfg.zoo_preset, device=cfg.device)):
+    for path, name, technique in _zoo_items(ensure_zoo(cfg.zoo_preset, device=cfg.device, only=only)):
         entry = entry_from_checkpoint(path)
         out.append(replace(entry, name=name or entry.name, technique=technique or entry.technique))
     return out
