@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from robustvision.segmentation.interactive import create_predictor, evaluate_dataset
 from robustvision.segmentation.interactive.data import load_grabcut
@@ -46,15 +47,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an inference setting of the learned predictors, e.g. --set with_flip=false (repeatable)",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     limit = 5 if args.quick else args.limit
     samples = load_grabcut(args.root, limit=limit)
     checkpoints = {"edgeflow": args.edgeflow, "edgeflow_noedge": args.noedge}
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set wants KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
     rows, cards = [], {}
     for name in args.predictors.split(","):
-        p = create_predictor(name, checkpoint=checkpoints.get(name))
+        extra = overrides if name in checkpoints else {}
+        try:
+            p = create_predictor(name, checkpoint=checkpoints.get(name), **extra)
+        except (TypeError, ValueError) as err:
+            ap.error(str(err))
         if name in checkpoints:
             ck = Path(checkpoints[name]) if checkpoints[name] else WEIGHTS_DIR / f"{name}.safetensors"
             card = json.loads(ck.with_suffix(".json").read_text())
@@ -70,6 +88,8 @@ def main() -> None:
     print()
     print(f"GrabCut ({len(samples)} images, sizes {', '.join(sizes)}), RITM clicker, max {args.max_clicks} clicks,")
     print(f"torch threads {args.threads}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,")
+    if overrides:
+        print(f"inference overrides for the learned predictors: {overrides}")
     print(f"load average at the end {tuple(round(x, 1) for x in os.getloadavg())}")
     print()
     cols = ["predictor", "NoC@85", "NoC@90", ">=max@90", "IoU@1", "IoU@3", "IoU@5", "click_ms_median", "click_ms_p95",

@@ -144,6 +144,6 @@ def test_cli_evaluate_and_train(tmp_path):
     assert r.exit_code != 0 and "did you mean" in str(r.exception)
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "m.pt")])
     assert r.exit_code != 0 and ".safetensors" in str(r.exception)
-    for bad in (["--workers", "-1"], ["--blocks", "0"], ["--overflow-prob", "1.5"]):
+    for bad in (["--workers", "-1"], ["--blocks", "0"], ["--overflow-prob", "1.5"], ["--extra-clicks", "30"]):
         r = runner.invoke(app, ["train", "--out", str(tmp_path / "m.safetensors"), *bad])
         assert r.exit_code != 0 and "--workers" in str(r.exception)

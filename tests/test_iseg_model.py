@@ -214,6 +214,32 @@ def test_training_with_overflow_starts(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in card["history"])
 
 
+def test_extra_clicks_widen_the_initial_click_counts(tmp_path):
+    from robustvision.segmentation.interactive.training import initial_clicks
+
+    gt = np.zeros((96, 96), bool)
+    gt[20:76, 20:76] = True
+    valid = np.ones_like(gt)
+
+    def counts(extra):
+        rng = np.random.default_rng(0)
+        out = [initial_clicks(gt, valid, rng, extra) for _ in range(400)]
+        assert all(c[0].is_positive and gt[c[0].y, c[0].x] for c in out)  # the first click: inside the object
+        pos = [sum(k.is_positive for k in c[1:]) for c in out]
+        neg = [sum(not k.is_positive for k in c[1:]) for c in out]
+        for c in out:  # extra positives inside the object, negatives outside it
+            assert all(gt[k.y, k.x] == k.is_positive for k in c)
+        return pos, neg
+
+    pos3, neg3 = counts(3)
+    assert max(pos3) == 3 and max(neg3) == 3  # the default table: 0-3 of each
+    pos12, neg12 = counts(12)
+    assert 3 < max(pos12) <= 12 and 3 < max(neg12) <= 12
+    assert np.mean(pos12) > np.mean(pos3) and np.mean(neg12) > np.mean(neg3)
+    cfg = TrainConfig(steps=1, batch_size=2, crop=48, samples=4, warmup=1, extra_clicks=8, model=EdgeFlowConfig(**TINY))
+    assert "--extra-clicks 8" in train_edgeflow(cfg, tmp_path / "x.safetensors")["command"]
+
+
 def test_worker_processes_and_click_threads_do_not_change_the_result(tmp_path):
     from safetensors.torch import load_file
 

@@ -31,6 +31,9 @@ def train(
         0.0, help="Share of samples starting from an overflowing previous mask + a negative click (teaches negatives)."
     ),
     max_next_clicks: int = typer.Option(3, help="Most simulated iterative clicks per batch (RITM: 3)."),
+    extra_clicks: int = typer.Option(
+        3, help="Most random extra positives (and negatives) per sample; above 3 RITM's 0.8**k law (up to 24)."
+    ),
     minutes: float = typer.Option(0.0, help="Wall-clock cap in minutes (0 = none); stops early and records it."),
     no_edge_flow: bool = typer.Option(False, "--no-edge-flow", help="Train the RITM-style ablation instead."),
     train_set: str = typer.Option("synthetic", help="synthetic (no download) or sbd (needs --root)."),
@@ -59,12 +62,15 @@ def train(
         cfg = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
             minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
-            workers=workers, warmup=warmup, overflow_prob=overflow_prob,
+            workers=workers, warmup=warmup, overflow_prob=overflow_prob, extra_clicks=extra_clicks,
             model=EdgeFlowConfig(width=width, blocks=blocks, edge_flow=not no_edge_flow),
             checkpoint_every=checkpoint_every, init=str(init) if init else None,
         )  # fmt: skip
-        if workers < 0 or blocks < 1 or warmup < 0 or not 0 <= overflow_prob <= 1:
-            raise ValueError("--workers and --warmup must be >= 0, --blocks >= 1 and --overflow-prob in [0, 1]")
+        if workers < 0 or blocks < 1 or warmup < 0 or not 0 <= overflow_prob <= 1 or not 0 <= extra_clicks <= 24:
+            raise ValueError(
+                "--workers and --warmup must be >= 0, --blocks >= 1, --overflow-prob in [0, 1] "
+                "and --extra-clicks in [0, 24]"
+            )
         if checkpoint_every < 1:
             raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
         if init is not None and not init.is_file():

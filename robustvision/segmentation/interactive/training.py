@@ -45,6 +45,10 @@ class TrainConfig:
         lr: Adam learning rate (cosine decay after ``warmup`` steps).
         warmup: linear warm-up steps.
         max_next_clicks: most iterative (simulated) clicks added before the trained pass (RITM: 3).
+        extra_clicks: most random positives, and most random negatives, added to the first click (default 3).
+            Above 3 the counts follow the law of RITM's ``MultiPointSampler`` (P(k) proportional to 0.8**k on
+            0..extra_clicks; RITM goes up to 24), so the network also sees the crowded click maps of late
+            interactions.
         edge_weight: weight of the boundary loss.
         aux_weight: weight of the aux BCE (RITM: 0.4).
         seed: the run's seed.
@@ -74,6 +78,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 50
     max_next_clicks: int = 3
+    extra_clicks: int = 3
     edge_weight: float = 1.0
     aux_weight: float = 0.4
     seed: int = 0
@@ -103,15 +108,24 @@ def boundary_band(mask: torch.Tensor, width: int = 1) -> torch.Tensor:
     return (dil - ero).clamp(0, 1)
 
 
-def initial_clicks(gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> list[Click]:
-    """Initial training clicks: one positive in the object's core, plus 0-3 positives and 0-3 negatives."""
+def _extra_count(rng: np.random.Generator, short_tail: list[float], most: int) -> int:
+    """How many extra random clicks of one sign: the short default table for ``most == 3``, else RITM's
+    geometric law P(k) ~ 0.8**k on 0..most."""
+    if most == 3:
+        return int(rng.choice(4, p=short_tail))
+    p = 0.8 ** np.arange(most + 1)
+    return int(rng.choice(most + 1, p=p / p.sum()))
+
+
+def initial_clicks(gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator, extra: int = 3) -> list[Click]:
+    """Initial training clicks: one positive in the object's core, plus 0-``extra`` positives and negatives."""
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     first = sample_next_click(np.zeros_like(gt), gt, valid, generator=g)
     clicks = [first] if first is not None else []
     dt_in = cv2.distanceTransform(np.pad(gt.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     dt_out = cv2.distanceTransform(np.pad((~gt).astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    n_pos = int(rng.choice(4, p=[0.6, 0.2, 0.12, 0.08]))
-    n_neg = int(rng.choice(4, p=[0.45, 0.25, 0.18, 0.12]))
+    n_pos = _extra_count(rng, [0.6, 0.2, 0.12, 0.08], extra)
+    n_neg = _extra_count(rng, [0.45, 0.25, 0.18, 0.12], extra)
     ys, xs = np.where((dt_in > 3) & valid)
     for _ in range(n_pos if len(ys) else 0):
         i = rng.integers(len(ys))
@@ -328,7 +342,7 @@ def train_edgeflow(
                 images, masks = images.to(dev, non_blocking=True), masks.to(dev, non_blocking=True)
                 valid = (masks != 255).float().unsqueeze(1)
                 gt = (masks == 1).float().unsqueeze(1)
-                clicks = list(pmap(initial_clicks, gt_np, valid_np, rngs))
+                clicks = list(pmap(initial_clicks, gt_np, valid_np, rngs, [cfg.extra_clicks] * n))
                 aux = torch.zeros_like(gt)
                 if cfg.overflow_prob > 0:
                     starts = list(pmap(_maybe_overflow, gt_np, valid_np, rngs, [cfg.overflow_prob] * n))
@@ -453,6 +467,8 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         args.append(f"--blocks {cfg.model.blocks}")
     if cfg.overflow_prob:
         args.append(f"--overflow-prob {cfg.overflow_prob}")
+    if cfg.extra_clicks != TrainConfig.extra_clicks:
+        args.append(f"--extra-clicks {cfg.extra_clicks}")
     if cfg.warmup != TrainConfig.warmup:
         args.append(f"--warmup {cfg.warmup}")
     if cfg.init:
