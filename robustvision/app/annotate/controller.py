@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from robustvision.app.annotate.geometry import check_polygons, mask_to_polygons
 from robustvision.app.annotate.labels import Label, read_labels, write_labels
 from robustvision.app.annotate.storage import AnnotationStore
+from robustvision.runtime import on_torch_thread
 from robustvision.segmentation.interactive import PRED_THRESHOLD, Click, create_predictor, list_predictors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -96,7 +97,7 @@ class AnnotationProject:
     def _first_working_backend(self) -> str:
         for name in self.backends:
             try:
-                create_predictor(name, device=self.device)
+                on_torch_thread(create_predictor, name, device=self.device)
                 return name
             except (FileNotFoundError, ValueError, RuntimeError):
                 continue
@@ -254,7 +255,7 @@ class ClickSession:
 
     def __post_init__(self) -> None:
         self.backend = self.backend or self.project.default_backend
-        self.predictor = create_predictor(self.backend, device=self.project.device)
+        self.predictor = on_torch_thread(create_predictor, self.backend, device=self.project.device)
 
     @property
     def clicks(self) -> list[Click]:
@@ -267,7 +268,7 @@ class ClickSession:
     def set_backend(self, backend: str) -> None:
         if backend not in list_predictors():
             raise ValueError(f"unknown backend {backend!r}; known: {', '.join(list_predictors())}")
-        self.predictor = create_predictor(backend, device=self.project.device)
+        self.predictor = on_torch_thread(create_predictor, backend, device=self.project.device)
         self.backend = backend
         name, self.image_name = self.image_name, None
         if name:
@@ -277,7 +278,7 @@ class ClickSession:
         """Load an image into the predictor (its heavy per-image work happens here, once)."""
         if name != self.image_name:
             image = self.project.load_image(name)
-            self.predictor.set_image(image)
+            on_torch_thread(self.predictor.set_image, image)
             self.image_name = name
         self.reset()
         h, w = self.project.image_size(name)
@@ -303,7 +304,7 @@ class ClickSession:
             raise ValueError(f"click ({x}, {y}) lies outside the {w}x{h} image")
         clicks = self.clicks + [Click(int(y), int(x), bool(positive))]
         start = time.perf_counter()
-        probs = self.predictor.predict(clicks)
+        probs = on_torch_thread(self.predictor.predict, clicks)
         self.last_latency_ms = (time.perf_counter() - start) * 1000
         self.history.append(_Step(clicks, probs))
         self.redo_stack.clear()
