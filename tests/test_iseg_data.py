@@ -147,3 +147,98 @@ def test_cli_evaluate_and_train(tmp_path):
     for bad in (["--workers", "-1"], ["--blocks", "0"], ["--overflow-prob", "1.5"], ["--extra-clicks", "30"]):
         r = runner.invoke(app, ["train", "--out", str(tmp_path / "m.safetensors"), *bad])
         assert r.exit_code != 0 and "--workers" in str(r.exception)
+
+
+def _coco_folder(tmp_path: Path) -> Path:
+    """A two-image COCO/LVIS layout: COCO entries name files, LVIS entries name coco_url; polygons and RLE."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train2017").mkdir()
+    rng = np.random.default_rng(0)
+    for i in (1, 2):
+        cv2.imwrite(str(root / "train2017" / f"{i:012d}.jpg"), rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    square = [[40.0, 30.0, 100.0, 30.0, 100.0, 90.0, 40.0, 90.0]]  # 60 x 60 px
+    blob = np.zeros((120, 160), np.uint8, order="F")
+    blob[10:70, 60:150] = 1
+    rle = mask_utils.encode(blob)
+    rle["counts"] = rle["counts"].decode()
+    coco = {
+        "images": [{"id": 1, "file_name": "000000000001.jpg", "height": 120, "width": 160}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "segmentation": square, "area": 3600, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "segmentation": square, "area": 3600, "iscrowd": 1},  # crowd: skipped
+            {"id": 3, "image_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]], "area": 8, "iscrowd": 0},  # tiny
+        ],
+    }
+    lvis = {
+        "images": [
+            {
+                "id": 2,
+                "coco_url": "http://images.cocodataset.org/train2017/000000000002.jpg",
+                "height": 120,
+                "width": 160,
+            }
+        ],  # fmt: skip
+        "annotations": [{"id": 9, "image_id": 2, "segmentation": rle, "area": float(blob.sum())}],
+    }
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(coco))
+    (root / "annotations" / "lvis_v1_train.json").write_text(json.dumps(lvis))
+    return root
+
+
+def test_coco_and_lvis_layouts(tmp_path):
+    from robustvision.segmentation.interactive.data import CocoInstances
+
+    root = _coco_folder(tmp_path)
+    coco, lvis, both = (CocoInstances(root, name, size=64) for name in ("coco", "lvis", "coco_lvis"))
+    assert (len(coco), len(lvis), len(both)) == (1, 1, 2)  # crowd and tiny instances dropped
+    assert coco.mask(0).sum() == pytest.approx(3600, rel=0.05) and coco.mask(0)[60, 70] == 1
+    assert lvis.mask(0).sum() == 60 * 90 and lvis.mask(0)[40, 100] == 1
+    for ds in (coco, lvis):
+        img, mask = ds[0]
+        assert img.shape == (3, 64, 64) and mask.shape == (64, 64) and (mask == 1).any() and (mask == 0).any()
+        assert torch.equal(ds[0][1], mask)  # deterministic per index
+    with pytest.raises(FileNotFoundError, match="lvis_v1_train.json"):
+        (root / "annotations" / "lvis_v1_train.json").unlink()
+        CocoInstances(root, "coco_lvis")
+    with pytest.raises(ValueError, match="known: coco, lvis, coco_lvis"):
+        CocoInstances(root, "cocoo")
+
+
+def test_cli_trains_on_a_coco_folder(tmp_path):
+    root = _coco_folder(tmp_path)
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--out", str(out), "--steps", "1", "--batch-size", "2", "--crop", "48", "--width", "4"]
+    r = CliRunner().invoke(app, [*args, "--train-set", "coco_lvis", "--root", str(root)])
+    assert r.exit_code == 0, r.output
+    assert "--train-set coco_lvis" in __import__("json").loads(out.with_suffix(".json").read_text())["command"]
+    r = CliRunner().invoke(app, [*args, "--train-set", "coco"])
+    assert r.exit_code != 0 and "needs --root" in str(r.exception)
+
+
+def test_sbd_layout_and_training_crops(tmp_path):
+    from scipy.io import savemat
+
+    from robustvision.segmentation.interactive.data import CropSamples, load_sbd
+
+    root = tmp_path / "SBD" / "dataset"
+    (root / "img").mkdir(parents=True)
+    (root / "inst").mkdir()
+    cv2.imwrite(str(root / "img" / "2008_000001.jpg"), np.full((100, 140, 3), 90, np.uint8))
+    inst = np.zeros((100, 140), np.uint8)
+    inst[20:70, 30:90] = 1  # kept
+    inst[70 + np.arange(30), 100 + np.arange(30)] = 2  # a thin diagonal: area / box area < 0.08, dropped
+    inst[19, 30:90] = 255  # boundary band: ignore
+    savemat(str(root / "inst" / "2008_000001.mat"), {"GTinst": {"Segmentation": inst}})
+    (root / "train.txt").write_text("2008_000001\n")
+    samples = load_sbd(tmp_path / "SBD", "train")
+    assert [s.name for s in samples] == ["2008_000001_1"]
+    assert (samples[0].mask == 1).sum() == 50 * 60 and (samples[0].mask == 255).sum() == 60
+    img, mask = CropSamples(samples, 48)[0]
+    assert img.shape == (3, 48, 48) and (mask == 1).any()
+    with pytest.raises(FileNotFoundError, match="val.txt"):
+        load_sbd(root, "val")

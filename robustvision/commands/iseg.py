@@ -36,8 +36,10 @@ def train(
     ),
     minutes: float = typer.Option(0.0, help="Wall-clock cap in minutes (0 = none); stops early and records it."),
     no_edge_flow: bool = typer.Option(False, "--no-edge-flow", help="Train the RITM-style ablation instead."),
-    train_set: str = typer.Option("synthetic", help="synthetic (no download) or sbd (needs --root)."),
-    root: Path = typer.Option(None, help="Data root for --train-set sbd."),
+    train_set: str = typer.Option(
+        "synthetic", help="synthetic (no download), sbd, or coco / lvis / coco_lvis (COCO-format JSON)."
+    ),
+    root: Path = typer.Option(None, help="Data root of a real training set (sbd, coco, lvis, coco_lvis)."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     workers: int = typer.Option(
         0, help="Data-loader processes and click-simulation threads (0 = main thread; same result either way)."

@@ -8,6 +8,10 @@ Evaluation sets (f-BRS/RITM layouts; ``mask`` arrays are int64 0 = background, 1
 - SBD: ``img/*.jpg`` + ``inst/*.mat`` (``GTinst.Segmentation``) + ``train.txt``/``val.txt``, one sample per
   instance; thin instances (area / box area < 0.08) dropped as RITM does.
 
+Real training sets: SBD (above, ``train.txt``) and COCO-format instance annotations (:class:`CocoInstances`):
+``annotations/instances_train2017.json`` (COCO) and/or ``annotations/lvis_v1_train.json`` (LVIS v1) with the
+images in ``train2017/``, read lazily.
+
 Training without downloads (:class:`SyntheticObjects`): photos shipped with scikit-image, scikit-learn and
 matplotlib, plus ``../shared/data/backgrounds`` when present. Each sample is either an object *pasted*
 (texture from one photo, a generated shape, feathered alpha, colour jitter) onto a crop of another photo,
@@ -17,6 +21,7 @@ therefore follows real image edges. No evaluation image (GrabCut/BSDS, Berkeley,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +157,7 @@ def load_sbd(root: str | Path, split: str = "val", limit: int | None = None) -> 
                 continue
             obj = inst == k
             ys, xs = np.where(obj)
-            if obj.sum() / ((ys.ptp() + 1) * (xs.ptp() + 1)) < 0.08:
+            if obj.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1)) < 0.08:
                 continue
             mask = obj.astype(np.int64)
             mask[inst == 255] = 255
@@ -379,15 +384,101 @@ class CropSamples(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(seed_from_key(self.seed, "iseg-crop", index))
         s = self.samples[index]
-        ys, xs = np.where(s.mask == 1)
-        h, w = s.mask.shape
-        side = int(min(max(ys.ptp(), xs.ptp()) * rng.uniform(1.2, 2.0) + 8, min(h, w)))
-        cy, cx = int(ys.mean()), int(xs.mean())
-        y0 = int(np.clip(cy - side // 2 + rng.integers(-side // 8, side // 8 + 1), 0, h - side))
-        x0 = int(np.clip(cx - side // 2 + rng.integers(-side // 8, side // 8 + 1), 0, w - side))
-        img = cv2.resize(s.image[y0 : y0 + side, x0 : x0 + side], (self.size, self.size), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(s.mask[y0 : y0 + side, x0 : x0 + side].astype(np.uint8), (self.size, self.size),
-                          interpolation=cv2.INTER_NEAREST).astype(np.int64)  # fmt: skip
-        if rng.random() < 0.5:
-            img, mask = img[:, ::-1].copy(), mask[:, ::-1].copy()
-        return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(mask)
+        return object_crop(s.image, s.mask, self.size, rng)
+
+
+def object_crop(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random square around the object of ``mask`` (1.2-2x its box, jittered), resized to ``size``, flipped
+    half the time: ``(3 x size x size float32 in [0, 1], size x size int64 0/1/255)``."""
+    ys, xs = np.where(mask == 1)
+    h, w = mask.shape
+    side = int(min(max(np.ptp(ys), np.ptp(xs)) * rng.uniform(1.2, 2.0) + 8, min(h, w)))
+    cy, cx = int(ys.mean()), int(xs.mean())
+    y0 = int(np.clip(cy - side // 2 + rng.integers(-side // 8, side // 8 + 1), 0, h - side))
+    x0 = int(np.clip(cx - side // 2 + rng.integers(-side // 8, side // 8 + 1), 0, w - side))
+    img = cv2.resize(image[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side].astype(np.uint8), (size, size),
+                      interpolation=cv2.INTER_NEAREST).astype(np.int64)  # fmt: skip
+    if rng.random() < 0.5:
+        img, crop = img[:, ::-1].copy(), crop[:, ::-1].copy()
+    return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(crop)
+
+
+#: Annotation files each COCO-format training set reads under ``<root>/annotations/``.
+COCO_TRAIN_FILES = {
+    "coco": ("instances_train2017.json",),
+    "lvis": ("lvis_v1_train.json",),
+    "coco_lvis": ("instances_train2017.json", "lvis_v1_train.json"),
+}
+
+
+class CocoInstances(Dataset):
+    """Training crops from COCO-format instance annotations: COCO 2017, LVIS v1, or both (RITM's COCO+LVIS data).
+
+    Layout (the public one): ``<root>/annotations/instances_train2017.json`` and/or ``lvis_v1_train.json``, images
+    in ``<root>/train2017/`` (LVIS v1 reuses the COCO 2017 images; its entries name them by ``coco_url``). One
+    sample per non-crowd instance of at least ``min_area`` pixels (RITM: 1000); images and masks are read lazily,
+    so the annotation index is all that stays in memory. ``coco_lvis`` takes the union of both files' instances
+    (RITM merges them into one de-duplicated mask set instead).
+    """
+
+    def __init__(
+        self, root: str | Path, name: str = "coco_lvis", size: int = 160, seed: int = 0, min_area: float = 1000.0
+    ) -> None:
+        from pycocotools import mask as mask_utils
+
+        if name not in COCO_TRAIN_FILES:
+            raise ValueError(f"unknown COCO-format training set {name!r}; known: {', '.join(COCO_TRAIN_FILES)}")
+        root = Path(root)
+        files = [root / "annotations" / f for f in COCO_TRAIN_FILES[name]]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"--train-set {name} needs {', '.join(missing)} (the public COCO/LVIS layout)")
+        self._mask_utils = mask_utils
+        self.root, self.size, self.seed = root, size, seed
+        self.images: dict[tuple[int, int], tuple[str, int, int]] = {}
+        self.instances: list[tuple[int, int, object]] = []  # (file index, image id, segmentation)
+        for fi, f in enumerate(files):
+            data = json.loads(f.read_text())
+            for im in data.get("images", []):
+                rel = im.get("file_name") or "/".join(str(im.get("coco_url", "")).split("/")[-2:])
+                if "/" not in rel:
+                    rel = f"train2017/{rel}"
+                self.images[(fi, im["id"])] = (rel, int(im["height"]), int(im["width"]))
+            for ann in data.get("annotations", []):
+                if ann.get("iscrowd", 0) or float(ann.get("area", 0)) < min_area or not ann.get("segmentation"):
+                    continue
+                if (fi, ann["image_id"]) in self.images:
+                    self.instances.append((fi, ann["image_id"], ann["segmentation"]))
+        if not self.instances:
+            raise ValueError(f"no instance of at least {min_area:g} px in {', '.join(str(f) for f in files)}")
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def mask(self, index: int) -> np.ndarray:
+        """The ``index``-th instance's ``H x W`` int64 0/1 mask (polygons or RLE, decoded by pycocotools)."""
+        fi, image_id, seg = self.instances[index]
+        _, h, w = self.images[(fi, image_id)]
+        mu = self._mask_utils
+        if isinstance(seg, list):  # polygons
+            rle = mu.merge(mu.frPyObjects(seg, h, w))
+        elif isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mu.frPyObjects(seg, h, w)
+        else:
+            rle = seg
+        return mu.decode(rle).astype(np.int64)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        fi, image_id, _ = self.instances[index]
+        rel, h, w = self.images[(fi, image_id)]
+        image = read_rgb(self.root / rel)
+        if image.shape[:2] != (h, w):
+            raise ValueError(f"{self.root / rel} is {image.shape[1]}x{image.shape[0]}, its annotation says {w}x{h}")
+        mask = self.mask(index)
+        if not (mask == 1).any():
+            mask[h // 2, w // 2] = 1  # a degenerate polygon: keep the step's batch shape, the loss sees one pixel
+        rng = np.random.default_rng(seed_from_key(self.seed, "iseg-coco", index))
+        return object_crop(image, mask, self.size, rng)

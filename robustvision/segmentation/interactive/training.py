@@ -54,8 +54,10 @@ class TrainConfig:
         seed: the run's seed.
         minutes: wall-clock cap; training stops when reached (the card records the steps done) and the cosine
             schedule decays over this budget when it is the shorter one. 0 = none.
-        train_set: ``synthetic`` (download-free) or ``sbd`` (needs ``root``).
-        root: data root for ``sbd``.
+        train_set: ``synthetic`` (download-free), ``sbd``, or ``coco`` / ``lvis`` / ``coco_lvis`` (COCO-format
+            instance annotations, :class:`~robustvision.segmentation.interactive.data.CocoInstances`); all but
+            ``synthetic`` need ``root``.
+        root: data root for the real training sets.
         samples: synthetic samples per epoch.
         threads: torch CPU threads (1 is fastest on a loaded 2-core machine).
         overflow_prob: probability that a sample starts from a simulated *overflowing* previous mask (the object
@@ -183,7 +185,13 @@ def compute_loss(
 
 def build_train_set(cfg: TrainConfig) -> Dataset:
     """The training data set the recipe names."""
-    from robustvision.segmentation.interactive.data import CropSamples, SyntheticObjects, load_sbd
+    from robustvision.segmentation.interactive.data import (
+        COCO_TRAIN_FILES,
+        CocoInstances,
+        CropSamples,
+        SyntheticObjects,
+        load_sbd,
+    )
 
     if cfg.train_set == "synthetic":
         return SyntheticObjects(cfg.samples, cfg.crop, cfg.seed)
@@ -191,7 +199,12 @@ def build_train_set(cfg: TrainConfig) -> Dataset:
         if not cfg.root:
             raise ValueError("--train-set sbd needs --root pointing at the SBD folder")
         return CropSamples(load_sbd(cfg.root, "train"), cfg.crop, cfg.seed)
-    raise ValueError(f"unknown train set {cfg.train_set!r}: use synthetic or sbd")
+    if cfg.train_set in COCO_TRAIN_FILES:
+        if not cfg.root:
+            raise ValueError(f"--train-set {cfg.train_set} needs --root pointing at the COCO folder")
+        return CocoInstances(cfg.root, cfg.train_set, cfg.crop, cfg.seed)
+    known = ", ".join(["synthetic", "sbd", *COCO_TRAIN_FILES])
+    raise ValueError(f"unknown train set {cfg.train_set!r}; known: {known}")
 
 
 def state_path(out_path: str | Path) -> Path:
