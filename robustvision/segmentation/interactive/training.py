@@ -110,11 +110,11 @@ def boundary_band(mask: torch.Tensor, width: int = 1) -> torch.Tensor:
     return (dil - ero).clamp(0, 1)
 
 
-def _extra_count(rng: np.random.Generator, short_tail: list[float], most: int) -> int:
+def _extra_count(rng: np.random.Generator, default_table: list[float], most: int) -> int:
     """How many extra random clicks of one sign: the short default table for ``most == 3``, else RITM's
     geometric law P(k) ~ 0.8**k on 0..most."""
     if most == 3:
-        return int(rng.choice(4, p=short_tail))
+        return int(rng.choice(4, p=default_table))
     p = 0.8 ** np.arange(most + 1)
     return int(rng.choice(most + 1, p=p / p.sum()))
 
