@@ -51,6 +51,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def require_extra(module: str, extra: str) -> Any:
+    """Import ``module``, which the base install leaves to the extra ``extra``; a missing one is one clear error.
+
+    Args:
+        module: the module to import (``"trimesh"``, ``"fastapi"``, ``"pycocotools.mask"``).
+        extra: the pyproject extra that installs it (``"physical"``, ``"app"``, ``"bench"``).
+
+    Returns:
+        The imported module.
+
+    Raises:
+        ModuleNotFoundError: the module is not installed; the message names the ``pip install`` to run.
+
+    Example:
+        >>> np_module = require_extra("numpy", "bench")
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"{module.split('.')[0]} is not installed; it comes with the {extra!r} extra: "
+            f"pip install 'robustvision[{extra}]'"
+        ) from err
+
+
 def home_dir() -> Path:
     """The cache folder for checkpoints and downloads: ``$ROBUSTVISION_HOME`` or ``~/.cache/robustvision``."""
     root = os.environ.get("ROBUSTVISION_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "robustvision")
