@@ -78,6 +78,23 @@ def require_extra(module: str, extra: str) -> Any:
         ) from err
 
 
+def git_commit() -> str | None:
+    """The git commit of the package's checkout, or None outside a checkout (recorded in cards and runs)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def home_dir() -> Path:
     """The cache folder for checkpoints and downloads: ``$ROBUSTVISION_HOME`` or ``~/.cache/robustvision``."""
     root = os.environ.get("ROBUSTVISION_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "robustvision")
