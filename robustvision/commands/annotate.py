@@ -21,7 +21,10 @@ console = Console()
 def serve(
     folder: Path = typer.Argument(..., help="Folder of images to annotate; annotations go to FOLDER/annotations/."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 keeps it private to this machine)."),
-    port: int = typer.Option(8765, help="Port."),
+    port: int = typer.Option(8765, min=1, max=65535, help="Port (1-65535)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Another host name browsers reach the server by (repeatable); others are refused."
+    ),
     labels: Path | None = typer.Option(None, help="Labels file (`index name r g b` lines); default FOLDER/labels.txt."),
     backend: str | None = typer.Option(None, help="Default segmentation backend (edgeflow, edgeflow_noedge, grabcut)."),
     device: str = typer.Option("cpu", help="Device for the networks: cpu, cuda, auto."),
@@ -41,7 +44,7 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"[yellow]warning[/]: listening on {host}: anyone who can reach it can edit annotations")
         console.print(f"open [link=http://{host}:{port}/]http://{host}:{port}/[/link]  (Ctrl+C stops; all is saved)")
-    run_server(project, host=host, port=port)
+    run_server(project, host=host, port=port, extra_hosts=allow_host)
 
 
 @app.command("export")
