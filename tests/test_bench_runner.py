@@ -227,3 +227,29 @@ def test_tiny_checkpoints_do_not_depend_on_the_thread_count(tmp_path):
         torch.set_num_threads(threads)
     for name in ("lenet5_standard.safetensors", "lenet5_ls.safetensors", "mixer.safetensors"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_a_second_run_leaves_cells_another_run_is_computing(bench_checkpoints, test_noises, tmp_path):
+    import datetime as dt
+
+    cfg = small_cfg(bench_checkpoints, tmp_path / "c.db", noises=["test_darken@1,4"])
+    models = entries_from_paths([bench_checkpoints])
+    with ResultsStore(cfg.store) as store:
+        from robustvision.bench.plan import plan_cells
+
+        x, y, _ = load_eval_data(cfg)
+        plan = plan_cells(cfg, models, image_size=int(x.shape[-1]), channels=int(x.shape[1]), test_size=len(y))
+        first = [(c.key, c.config_hash) for c in plan.cells if c.noise == "test_darken"]
+        assert store.claim_cells("run-a", first) == {}  # run A is computing the darken cells
+        assert store.claim_cells("run-b", first) == {k: "run-a" for k in first}  # exactly one run wins a cell
+        b = run_bench(cfg, models, store, run_id="run-b")
+        assert b.written == b.planned - len(first) and any("run-a" in note for note in b.notes)
+        assert not store.cells()["noise"].eq("test_darken").any()
+        store.release_claims("run-a")  # run A ended without storing them: the next run fills them in
+        c = run_bench(cfg, models, store, run_id="run-c")
+        assert c.written == len(first) and len(store.cells()) == c.planned
+        # a run killed mid-way leaves claims that go stale
+        store.claim_cells("run-dead", [("k", "h")])
+        assert store.claim_cells("run-d", [("k", "h")]) == {("k", "h"): "run-dead"}
+        assert store.claim_cells("run-d", [("k", "h")], stale_after=dt.timedelta(0)) == {}
+        store.release_claims("run-d")
