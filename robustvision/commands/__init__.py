@@ -5,18 +5,31 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from robustvision.errors import EXPECTED_ERRORS, UserError
+from robustvision.errors import EXPECTED_ERRORS, UserError, describe_error, one_line
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the expected exceptions of a command body into :class:`UserError` (one line, no traceback)."""
+    """Turn the expected exceptions of a command body into :class:`UserError` (one line, no traceback).
+
+    Besides :data:`~robustvision.errors.EXPECTED_ERRORS`: file-system errors (a folder given for a file and the
+    like), refused pickles, broken YAML and decompression bombs, each as one line naming what went wrong.
+    """
+    import pickle
+
+    import yaml
+    from PIL import Image
+
     try:
         yield
     except UserError:
         raise
     except EXPECTED_ERRORS as err:
-        raise UserError(str(err)) from err
+        if isinstance(err, OSError) and err.strerror:
+            raise UserError(describe_error(err)) from err
+        raise UserError(one_line(str(err))) from err
+    except (OSError, pickle.UnpicklingError, yaml.YAMLError, Image.DecompressionBombError) as err:
+        raise UserError(describe_error(err)) from err
 
 
 def default_command_group(default: str):

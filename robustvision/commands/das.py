@@ -172,7 +172,9 @@ def _load_split(folder: Path, split: str) -> dict:
     path = folder / f"{split}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `robustvision das dataset --out {folder}` first")
-    return torch.load(path, weights_only=True)
+    from robustvision.models.checkpoints import torch_load_trusted
+
+    return torch_load_trusted(path, what="DAS data split")
 
 
 @app.command()
@@ -387,11 +389,17 @@ def load_texture(path: str, assets):
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"texture file not found: {p}")
-    blob = torch.load(p, weights_only=True)
-    cfg = blob["config"]
+    from robustvision.models.checkpoints import torch_load_trusted
+
+    blob = torch_load_trusted(p, what="texture")
+    try:
+        cfg = blob["config"]
+        kind, param = blob["kind"], blob["state"]["param"]
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(f"{p} is not a texture saved by `robustvision das optimize`") from None
     init = _seed_init(assets, type("C", (), cfg))
-    tex = create_texture(blob["kind"], assets.mesh, init, cube_size=cfg.get("cube_size", 6))
-    if tex.param.shape != blob["state"]["param"].shape:
+    tex = create_texture(kind, assets.mesh, init, cube_size=cfg.get("cube_size", 6))
+    if tex.param.shape != param.shape:
         raise ValueError(f"{p} was optimised for another mesh or face list ({blob.get('mesh')})")
     tex.load_state_dict(blob["state"])
     return tex.eval()

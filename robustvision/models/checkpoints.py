@@ -79,17 +79,45 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"model card {str(cpath)!r} is not valid JSON: {err}") from err
 
 
+def torch_load_trusted(path: str | Path, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(..., weights_only=True)`` with one-line errors.
+
+    A file that holds pickled Python objects beyond tensors and plain containers is refused (never run) with
+    "not a trusted checkpoint"; an empty, truncated or foreign file is "unreadable or corrupt".
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is refused or unreadable (the message names it).
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{what} {str(path)!r} is not a trusted checkpoint: it holds Python objects that weights-only loading "
+            "refuses to run"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{what} {str(path)!r} is unreadable or corrupt: {first}") from None
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict from safetensors, or from a ``torch.save`` file with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix != ".safetensors":
+        state = torch_load_trusted(path)
+    else:
+        try:
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt: {err}") from err
+        except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt: {err}") from err
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
