@@ -47,3 +47,25 @@ def default_command_group(default: str):
             return super().parse_args(ctx, args)
 
     return DefaultCommandGroup
+
+
+def check_at_least(option: str, value: float | None, minimum: float, what: str = "") -> None:
+    """``ValueError`` (one line) when an option given a value is below ``minimum``; ``None`` means "not given"."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{option} must be at least {minimum:g}{what}, got {value:g}")
+
+
+def check_writable_file(option: str, path, suffixes: tuple[str, ...] = ()) -> None:
+    """``ValueError`` when ``path`` (an output file) is a folder, lies under a file, or lacks one of ``suffixes``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} {str(path)!r} must end in {' or '.join(suffixes)}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {str(path)!r} lies under {str(parent)!r}, which is a file")
+            break

@@ -125,6 +125,13 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_finite_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``ValueError`` naming the first tensor with NaN or infinite values (such weights give meaningless numbers)."""
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"checkpoint {str(path)!r} has NaN or infinite weights (first in {key!r}); retrain it")
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", **model_kwargs: Any
 ) -> tuple[ImageClassifier, dict[str, Any]]:
@@ -137,6 +144,10 @@ def load_checkpoint(
 
     card = read_card(path)
     state = load_state(path)
+    check_finite_state(state, path)
+    missing_keys = [k for k in ("arch", "num_classes", "image_size") if k not in card]
+    if missing_keys:
+        raise ValueError(f"model card beside {str(path)!r} lacks {', '.join(missing_keys)}")
     kwargs = {**card.get("model_kwargs", {}), **model_kwargs}
     model = create_model(
         card["arch"],
@@ -147,7 +158,13 @@ def load_checkpoint(
         std=card.get("std"),
         **kwargs,
     )
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes that differ: "size mismatch for conv1.weight: ..."
+        detail = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match architecture {card['arch']!r} of its card: {detail}"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match architecture {card['arch']!r}: "
