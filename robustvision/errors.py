@@ -34,7 +34,7 @@ def describe_error(err: BaseException) -> str:
     """
     import pickle
 
-    if isinstance(err, UserError | EXPECTED_ERRORS) and not isinstance(err, OSError):
+    if isinstance(err, (UserError, *EXPECTED_ERRORS)) and not isinstance(err, OSError):
         return one_line(str(err)) or type(err).__name__
     if isinstance(err, pickle.UnpicklingError):
         return "not a trusted checkpoint: it holds Python objects that weights-only loading refuses to run"
