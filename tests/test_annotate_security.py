@@ -345,7 +345,8 @@ def run_main(argv):
 
 def test_annotate_port_out_of_range_is_one_line(project):
     code, out = run_main(["annotate", str(project.root), "--port", "70000"])
-    assert code == 2 and "65535" in out and "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "--port must be in 1..65535, got 70000" in lines[0], out
 
 
 # ---------------------------------------------------------------- fuzz

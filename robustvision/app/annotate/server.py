@@ -61,7 +61,7 @@ def allowed_hosts(host: str = "127.0.0.1", extra: Iterable[str] = ()) -> list[st
         name = name.strip().strip("[]").lower()
         if ":" in name:  # an IPv6 address arrives in Host as [addr]
             name = f"[{name}]"
-        if name and name not in WILDCARD_BINDS and name not in ("[::]",) and name not in out:
+        if name and name not in out:  # a wildcard bind address is a name browsers can use too (0.0.0.0)
             out.append(name)
     return out
 
