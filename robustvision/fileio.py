@@ -28,6 +28,15 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
+def replace_keeping_mode(tmp: str | Path, path: str | Path) -> None:
+    """``os.replace(tmp, path)`` after giving ``tmp`` the mode ``path`` has (or a new file's usual mode).
+
+    ``tempfile.mkstemp`` makes ``0600`` files; without this an atomic rewrite would make a shared file private.
+    """
+    os.chmod(tmp, _new_file_mode(Path(path)))
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file atomically (a crash leaves the old file or the new one, never half of one).
 
@@ -40,8 +49,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
+        replace_keeping_mode(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -401,3 +401,22 @@ def test_fuzz_server_with_bad_names_hosts_origins_and_sizes(project, monkeypatch
     saved = {o["id"]: o for o in project.annotation("disc.png")["objects"]}
     assert saved["keep"]["polygons"] == kept["polygons"] and saved["keep"]["label"] == 1
     assert client.post("/api/export", json={"format": "png"}).status_code == 200
+
+
+def test_checkpoints_get_a_normal_file_mode(tmp_path):
+    from robustvision.models import create_model
+    from robustvision.models.checkpoints import save_checkpoint
+
+    path = save_checkpoint(create_model("lenet5", num_classes=10, image_size=32), tmp_path / "m.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_annotate_serve_starts_with_odd_file_names(folder, monkeypatch):
+    import robustvision.app.annotate.server as server
+
+    add_odd_files(folder)
+    started = {}
+    monkeypatch.setattr(server, "serve", lambda project, **kw: started.update(kw, images=project.list_images()))
+    code, out = run_main(["annotate", str(folder), "--backend", "grabcut", "--port", "8799"])
+    assert code is None or code == 0, out
+    assert started["port"] == 8799 and {r.name for r in started["images"]} >= {"disc.png", "outside.png"}

@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import robustvision
-from robustvision.fileio import atomic_write_text
+from robustvision.fileio import atomic_write_text, replace_keeping_mode
 from robustvision.models.wrappers import ImageClassifier
 
 CARD_SUFFIX = ".json"
@@ -63,7 +63,7 @@ def save_checkpoint(model: ImageClassifier, path: str | Path, card: dict[str, An
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     save_file(state, tmp, metadata={"arch": model.arch})
-    os.replace(tmp, path)
+    replace_keeping_mode(tmp, path)
     atomic_write_text(card_path(path), json.dumps(full_card, indent=2, default=str))
     return path
 
