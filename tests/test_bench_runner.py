@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,8 +249,17 @@ def test_a_second_run_leaves_cells_another_run_is_computing(bench_checkpoints, t
         store.release_claims("run-a")  # run A ended without storing them: the next run fills them in
         c = run_bench(cfg, models, store, run_id="run-c")
         assert c.written == len(first) and len(store.cells()) == c.planned
-        # a run killed mid-way leaves claims that go stale
-        store.claim_cells("run-dead", [("k", "h")])
-        assert store.claim_cells("run-d", [("k", "h")]) == {("k", "h"): "run-dead"}
+        # claims of another machine's run are taken over once stale
+        store.claim_cells("run-far", [("k", "h")])
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE claims SET owner = 'elsewhere.example:1'")
+        assert store.claim_cells("run-d", [("k", "h")]) == {("k", "h"): "run-far"}
         assert store.claim_cells("run-d", [("k", "h")], stale_after=dt.timedelta(0)) == {}
-        store.release_claims("run-d")
+        # claims of a killed process of this machine are taken over at once
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        with store.engine.begin() as conn:
+            owner = f"{socket.gethostname()}:{dead.pid}"
+            conn.exec_driver_sql(f"UPDATE claims SET run_id = 'run-killed', owner = '{owner}'")
+        assert store.claim_cells("run-e", [("k", "h")]) == {}
+        store.release_claims("run-e")

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +142,34 @@ class ClaimRow(Base):
     cell_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     config_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(300), default="")  # "host:pid" of the claiming process
     claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
 
-# A run refreshes its claims each time it stores a cell; claims left this long without a refresh belong to a run that
-# was killed (or is stuck) and are taken over.
+# A run refreshes its claims each time it stores a cell. Claims of a process on this machine that no longer exists
+# are taken over at once (a killed run resumes immediately); claims of other machines are taken over when they have
+# gone this long without a refresh.
 CLAIM_STALE_AFTER = dt.timedelta(minutes=30)
+
+
+def _claim_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """Whether ``host:pid`` names a process of this machine that has ended (other machines: unknown, so False)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else
+        return False
+    return False
+
+
 STORE_TABLES = ("runs", "cells", "results", "samples")
 
 RESULT_COLUMNS = [
@@ -337,17 +361,23 @@ class ResultsStore:
     ) -> dict[tuple[str, str], str]:
         """Claim the cells ``run_id`` is about to compute; return those another live run has claimed (key -> run).
 
-        The claim table's primary key decides races: of two runs claiming one cell, exactly one wins. Claims not
-        refreshed (:meth:`refresh_claims`) for ``stale_after`` are taken over.
+        The claim table's primary key decides races: of two runs claiming one cell, exactly one wins. Claims of a
+        process of this machine that has ended, and claims not refreshed (:meth:`refresh_claims`) for
+        ``stale_after``, are taken over.
         """
         keys = list(dict.fromkeys(keys))
         now = _now()
+        owner = _claim_owner()
         try:
             with Session(self.engine) as s, s.begin():
                 s.execute(delete(ClaimRow).where(ClaimRow.claimed_at < now - stale_after))
+                owners = s.execute(select(ClaimRow.owner).distinct()).scalars().all()
+                dead = [o for o in owners if o and o != owner and _owner_is_dead(o)]
+                if dead:
+                    s.execute(delete(ClaimRow).where(ClaimRow.owner.in_(dead)))
             for start in range(0, len(keys), 500):
                 rows = [
-                    {"cell_key": k, "config_hash": h, "run_id": run_id, "claimed_at": now}
+                    {"cell_key": k, "config_hash": h, "run_id": run_id, "owner": owner, "claimed_at": now}
                     for k, h in keys[start : start + 500]
                 ]
                 self._insert_ignoring_conflicts(rows)
