@@ -7,12 +7,14 @@ this module only mounts them and turns expected errors into one clear line.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from robustvision.errors import UserError
+from robustvision.errors import UserError, describe_error
 
 # (command name, module, help). Modules are imported when the CLI starts; they hold no domain logic.
 SUBCOMMANDS: list[tuple[str, str, str]] = [
@@ -70,16 +72,30 @@ def _root() -> None:
 _mount()
 
 
+DEBUG_ENV = "ROBUSTVISION_DEBUG"
+
+
 def main() -> None:
-    """Console entry point: expected errors become one red line and exit status 2."""
+    """Console entry point: expected errors become one red line and exit status 2.
+
+    Any other exception also prints one line (exit status 1) unless ``ROBUSTVISION_DEBUG=1`` asks for the traceback.
+    """
     try:
         app()
     except UserError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {escape(describe_error(err))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: everything already stored is kept; run again to resume")
         sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the CLI-wide guard: one line instead of a traceback
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        err_console.print(
+            f"[bold red]error:[/] {escape(describe_error(err))} [dim](set {DEBUG_ENV}=1 for the traceback)[/]",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

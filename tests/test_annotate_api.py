@@ -24,7 +24,8 @@ def project(tmp_path):
 def client(project):
     from robustvision.app.annotate.server import create_app
 
-    return TestClient(create_app(project))
+    app = create_app(project)
+    return TestClient(app, base_url="http://127.0.0.1:8765", headers={"X-RV-Token": app.state.token})
 
 
 def test_listing_marks_corrupt_images_and_ignores_other_files(project):

@@ -16,7 +16,20 @@ EPS = 0.12
 
 @pytest.fixture(scope="module")
 def trained():
-    """A small CNN trained for a few seconds on 8 x 8 digits, and 32 test images."""
+    """A small CNN trained for a few seconds on 8 x 8 digits, and 32 test images.
+
+    Trained on one thread: a different thread count sums gradients in another order, so the weights (and every
+    threshold checked against them) would depend on OMP_NUM_THREADS.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_small_cnn()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_small_cnn():
     torch.manual_seed(0)
     x, y = create_dataset("digits", "train", image_size=8).tensors()
     xt, yt = create_dataset("digits", "test", image_size=8).tensors()

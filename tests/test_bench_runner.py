@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,8 +82,13 @@ def test_local_run_stores_every_cell_and_resumes(bench_checkpoints, test_noises,
         lenet = cells[(cells["model"] == "lenet5") & (cells["technique"] == "standard")]
         clean = float(lenet[lenet["noise"] == "clean"]["accuracy"].iloc[0])
         assert clean > 0.5  # the tiny LeNet is trained
-        pgd = float(lenet[lenet["noise"] == "pgd_linf"]["accuracy"].iloc[0])
-        assert pgd <= clean
+        # PGD runs on the first n_adversarial images, clean on all n_examples: compare on the same images only
+        clean_id = int(lenet[lenet["noise"] == "clean"]["id"].iloc[0])
+        pgd_id = int(lenet[lenet["noise"] == "pgd_linf"]["id"].iloc[0])
+        per_sample = store.samples([clean_id, pgd_id])
+        clean_correct, pgd_correct = per_sample[clean_id][0], per_sample[pgd_id][0]
+        assert len(clean_correct) == 48 and len(pgd_correct) == 24
+        assert pgd_correct.mean() <= clean_correct[: len(pgd_correct)].mean()
 
 
 def test_cell_numbers_replay_exactly(bench_checkpoints, test_noises, tmp_path):
@@ -208,3 +214,52 @@ def test_zoo_trains_only_the_selected_members(bench_checkpoints, monkeypatch, tm
     with pytest.raises(ValueError, match="did you mean 'resnet18'"):  # a typo fails before any training
         resolve_models(load_config("quick", store=str(tmp_path / "r.db"), models=["resnet19"], out=""))
     assert len(asked) == 1
+
+
+def test_tiny_checkpoints_do_not_depend_on_the_thread_count(tmp_path):
+    """The bench fixtures' weights are the same whatever OMP_NUM_THREADS the suite runs with."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = tiny_checkpoints(tmp_path / "two")
+        torch.set_num_threads(1)
+        b = tiny_checkpoints(tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("lenet5_standard.safetensors", "lenet5_ls.safetensors", "mixer.safetensors"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_a_second_run_leaves_cells_another_run_is_computing(bench_checkpoints, test_noises, tmp_path):
+    import datetime as dt
+
+    cfg = small_cfg(bench_checkpoints, tmp_path / "c.db", noises=["test_darken@1,4"])
+    models = entries_from_paths([bench_checkpoints])
+    with ResultsStore(cfg.store) as store:
+        from robustvision.bench.plan import plan_cells
+
+        x, y, _ = load_eval_data(cfg)
+        plan = plan_cells(cfg, models, image_size=int(x.shape[-1]), channels=int(x.shape[1]), test_size=len(y))
+        first = [(c.key, c.config_hash) for c in plan.cells if c.noise == "test_darken"]
+        assert store.claim_cells("run-a", first) == {}  # run A is computing the darken cells
+        assert store.claim_cells("run-b", first) == {k: "run-a" for k in first}  # exactly one run wins a cell
+        b = run_bench(cfg, models, store, run_id="run-b")
+        assert b.written == b.planned - len(first) and any("run-a" in note for note in b.notes)
+        assert not store.cells()["noise"].eq("test_darken").any()
+        store.release_claims("run-a")  # run A ended without storing them: the next run fills them in
+        c = run_bench(cfg, models, store, run_id="run-c")
+        assert c.written == len(first) and len(store.cells()) == c.planned
+        # claims of another machine's run are taken over once stale
+        store.claim_cells("run-far", [("k", "h")])
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE claims SET owner = 'elsewhere.example:1'")
+        assert store.claim_cells("run-d", [("k", "h")]) == {("k", "h"): "run-far"}
+        assert store.claim_cells("run-d", [("k", "h")], stale_after=dt.timedelta(0)) == {}
+        # claims of a killed process of this machine are taken over at once
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        with store.engine.begin() as conn:
+            owner = f"{socket.gethostname()}:{dead.pid}"
+            conn.exec_driver_sql(f"UPDATE claims SET run_id = 'run-killed', owner = '{owner}'")
+        assert store.claim_cells("run-e", [("k", "h")]) == {}
+        store.release_claims("run-e")

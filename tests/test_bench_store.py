@@ -128,3 +128,32 @@ def test_reading_commands_do_not_create_a_store(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         ResultsStore(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_reading_an_unrelated_sqlite_file_writes_nothing(tmp_path):
+    import sqlite3
+
+    from robustvision.bench.store import ResultsStore, StoreError
+
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a robustvision results store"):
+        ResultsStore(path, create=False)
+    assert path.read_bytes() == before and not (tmp_path / "other.db-wal").exists()
+    con = sqlite3.connect(path)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["notes"]
+    con.close()
+
+
+def test_store_path_under_a_file_or_a_folder_is_one_line(tmp_path):
+    from robustvision.bench.store import ResultsStore, StoreError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="parent of it is a file"):
+        ResultsStore(tmp_path / "file" / "r.db")
+    with pytest.raises(StoreError, match="is a folder"):
+        ResultsStore(tmp_path)

@@ -434,6 +434,16 @@ def run_bench(
     )
     have = store.stored_cells((c.key, c.config_hash) for c in plan.cells)
     todo = [c for c in plan.cells if (c.key, c.config_hash) not in have]
+    # Another run on this store may be computing some of these cells now: leave them to it (see ResultsStore.claims).
+    busy = store.claim_cells(run_id, [(c.key, c.config_hash) for c in todo])
+    todo = [c for c in todo if (c.key, c.config_hash) not in busy]
+    notes = list(plan.skipped)
+    if busy:
+        others = ", ".join(sorted(set(busy.values())))
+        notes.append(
+            f"{len(busy)} cell(s) left to run {others}, which is computing them on this store now; "
+            "run again after it ends to fill in any it did not store"
+        )
     units = make_units(todo)
     settings = EvalSettings(cfg.device, cfg.batch_size, cfg.threads)
     resolve_device(cfg.device)  # a bad device fails before any work
@@ -444,24 +454,28 @@ def run_bench(
         nonlocal written, done
         for rec in records:
             written += int(store.write_cell(run_id, rec))
+        store.refresh_claims(run_id)
         done += len(records)
         if progress is not None:
             progress(done, len(todo), unit.label)
 
     if progress is not None:
         progress(0, len(todo), "starting")
-    if cfg.executor == "ray":
-        ray_cpus = cfg.workers or max(1, os.cpu_count() or 1)
-        run_ray(units, images, labels, settings, on_records, workers=ray_cpus, address=cfg.ray_address)
-    else:
-        workers = local_workers(cfg.workers, len(units), cfg.device, {u.cells[0].noise for u in units})
-        run_local(units, images, labels, settings, on_records, workers=workers)
+    try:
+        if cfg.executor == "ray":
+            ray_cpus = cfg.workers or max(1, os.cpu_count() or 1)
+            run_ray(units, images, labels, settings, on_records, workers=ray_cpus, address=cfg.ray_address)
+        else:
+            workers = local_workers(cfg.workers, len(units), cfg.device, {u.cells[0].noise for u in units})
+            run_local(units, images, labels, settings, on_records, workers=workers)
+    finally:
+        store.release_claims(run_id)
     return RunSummary(
         run_id=run_id,
         planned=len(plan.cells),
-        skipped_existing=len(plan.cells) - len(todo),
+        skipped_existing=len(plan.cells) - len(todo) - len(busy),
         written=written,
         seconds=time.perf_counter() - t0,
         plan=plan,
-        notes=list(plan.skipped),
+        notes=notes,
     )

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from robustvision.bench.plan import BenchConfig, ModelEntry
-from robustvision.models.checkpoints import read_card
+from robustvision.models.checkpoints import load_checkpoint, read_card
 
 _HASHES: dict[tuple[str, float, int], str] = {}
 
@@ -44,6 +44,7 @@ def entry_from_checkpoint(path: str | Path) -> ModelEntry:
     card = read_card(path)
     if "arch" not in card:
         raise ValueError(f"model card beside {str(path)!r} has no 'arch'")
+    load_checkpoint(path)  # weights that do not fit the card, or are NaN, fail here, before any cell runs
     name = str(card.get("name") or card["arch"])
     return ModelEntry(
         name=name,

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +43,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
+    inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
@@ -131,6 +136,43 @@ class SampleRow(Base):
     predictions: Mapped[bytes] = mapped_column(LargeBinary)  # int32 little-endian predicted labels
 
 
+class ClaimRow(Base):
+    """A cell some run is computing now: a second run on the same store leaves it alone until the claim goes stale."""
+
+    __tablename__ = "claims"
+    cell_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    config_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(300), default="")  # "host:pid" of the claiming process
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+
+
+# A run refreshes its claims each time it stores a cell. Claims of a process on this machine that no longer exists
+# are taken over at once (a killed run resumes immediately); claims of other machines are taken over when they have
+# gone this long without a refresh.
+CLAIM_STALE_AFTER = dt.timedelta(minutes=30)
+
+
+def _claim_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """Whether ``host:pid`` names a process of this machine that has ended (other machines: unknown, so False)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else
+        return False
+    return False
+
+
+STORE_TABLES = ("runs", "cells", "results", "samples")
+
 RESULT_COLUMNS = [
     "run_id",
     "dataset",
@@ -191,7 +233,16 @@ def normalize_url(url: str | Path | None, *, create: bool = True) -> str:
         if not create and not path.is_file():
             raise StoreError(f"results store file {str(path)!r} does not exist; run `robustvision bench` first")
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise StoreError(
+                    f"cannot create results store {str(path)!r}: a parent of it is a file, not a folder"
+                ) from None
+            except OSError as err:
+                raise StoreError(f"cannot create results store {str(path)!r}: {err.strerror or err}") from None
+            if path.is_dir():
+                raise StoreError(f"results store {str(path)!r} is a folder; pass a file path such as {path}/results.db")
         return f"sqlite:///{path}"
     if text.startswith(("postgresql://", "postgres://")):
         try:
@@ -219,7 +270,8 @@ class ResultsStore:
 
     Args:
         url: a SQLAlchemy URL or a file path (SQLite); default ``runs/robustvision.db``.
-        create: create a missing SQLite file (``False`` for read-only commands: a missing file is an error).
+        create: create a missing SQLite file and missing tables. ``False`` for read-only commands: a missing file,
+            or a database without the store's tables, is an error, and nothing is written to the database.
         connect_timeout: seconds to wait for a server before giving up (PostgreSQL).
 
     Raises:
@@ -242,14 +294,24 @@ class ResultsStore:
         except (ArgumentError, NoSuchModuleError, ImportError) as err:
             raise StoreError(f"cannot open results store {shown}: {_first_line(err)}") from None
         if backend == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas if create else _sqlite_read_pragmas)
         try:
             with self.engine.connect():
                 pass
-            Base.metadata.create_all(self.engine)
+            if create:
+                Base.metadata.create_all(self.engine)
+                missing = []
+            else:
+                missing = [t for t in STORE_TABLES if not inspect(self.engine).has_table(t)]
         except (DBAPIError, SQLAlchemyError, OSError) as err:
             self.engine.dispose()
             raise StoreError(f"cannot connect to results store {shown}: {_first_line(err)}") from None
+        if missing:
+            self.engine.dispose()
+            raise StoreError(
+                f"{shown} is not a robustvision results store (no {', '.join(missing)} table); "
+                "pass the file `robustvision bench --store` wrote"
+            )
         self.display_url = shown
 
     def close(self) -> None:
@@ -294,6 +356,68 @@ class ResultsStore:
             rows = s.execute(select(CellRow.cell_key, CellRow.config_hash)).all()
         have = {(r[0], r[1]) for r in rows}
         return have if keys is None else have & set(keys)
+
+    def claim_cells(
+        self, run_id: str, keys: Iterable[tuple[str, str]], stale_after: dt.timedelta = CLAIM_STALE_AFTER
+    ) -> dict[tuple[str, str], str]:
+        """Claim the cells ``run_id`` is about to compute; return those another live run has claimed (key -> run).
+
+        The claim table's primary key decides races: of two runs claiming one cell, exactly one wins. Claims of a
+        process of this machine that has ended, and claims not refreshed (:meth:`refresh_claims`) for
+        ``stale_after``, are taken over.
+        """
+        keys = list(dict.fromkeys(keys))
+        now = _now()
+        owner = _claim_owner()
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.execute(delete(ClaimRow).where(ClaimRow.claimed_at < now - stale_after))
+                owners = s.execute(select(ClaimRow.owner).distinct()).scalars().all()
+                dead = [o for o in owners if o and o != owner and _owner_is_dead(o)]
+                if dead:
+                    s.execute(delete(ClaimRow).where(ClaimRow.owner.in_(dead)))
+            for start in range(0, len(keys), 500):
+                rows = [
+                    {"cell_key": k, "config_hash": h, "run_id": run_id, "owner": owner, "claimed_at": now}
+                    for k, h in keys[start : start + 500]
+                ]
+                self._insert_ignoring_conflicts(rows)
+            with Session(self.engine) as s:
+                rows = s.execute(select(ClaimRow.cell_key, ClaimRow.config_hash, ClaimRow.run_id)).all()
+        except (DBAPIError, SQLAlchemyError) as err:
+            raise StoreError(f"cannot write to results store {self.display_url}: {_first_line(err)}") from None
+        wanted = set(keys)
+        return {(k, h): r for k, h, r in rows if (k, h) in wanted and r != run_id}
+
+    def _insert_ignoring_conflicts(self, rows: list[dict[str, Any]]) -> None:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of claim rows (SQLite and PostgreSQL; row by row elsewhere)."""
+        if not rows:
+            return
+        dialect = self.engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert
+            with Session(self.engine) as s, s.begin():
+                s.execute(insert(ClaimRow).values(rows).on_conflict_do_nothing())
+            return
+        for row in rows:
+            try:
+                with Session(self.engine) as s, s.begin():
+                    s.add(ClaimRow(**row))
+            except IntegrityError:
+                pass  # claimed by another run
+
+    def refresh_claims(self, run_id: str) -> None:
+        """Mark ``run_id``'s claims as still being worked on."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(update(ClaimRow).where(ClaimRow.run_id == run_id).values(claimed_at=_now()))
+
+    def release_claims(self, run_id: str) -> None:
+        """Drop every claim of ``run_id`` (its run ended, finished or not)."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(ClaimRow).where(ClaimRow.run_id == run_id))
 
     def write_cell(self, run_id: str, rec: CellRecord) -> bool:
         """Store one cell, its metric rows and samples in one transaction.
@@ -347,6 +471,9 @@ class ResultsStore:
                             created_at=now,
                         )
                     )
+                s.execute(
+                    delete(ClaimRow).where(ClaimRow.cell_key == rec.cell_key, ClaimRow.config_hash == rec.config_hash)
+                )
                 if rec.correct is not None:
                     preds = np.asarray(
                         rec.predictions if rec.predictions is not None else np.zeros(len(rec.correct)), dtype="<i4"
@@ -431,6 +558,13 @@ class ResultsStore:
             require_extra("pyarrow", "bench")
             df.to_parquet(path, index=False)
         return path
+
+
+def _sqlite_read_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # no journal_mode change: it is written into the file, and a reading command never writes
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -178,6 +178,8 @@ def evaluate(
         from robustvision.segmentation.uda.specs import open_domain
         from robustvision.segmentation.uda.train import load_adapted
 
+        if out is not None and out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} is a file; give a folder for metrics.json and the overlays")
         model, card, _, _ = load_adapted(checkpoint, device)
         size = parse_size(image_size) if image_size else tuple(card["config"]["image_size"])
         data = open_domain(target, "eval", size, seed=seed)

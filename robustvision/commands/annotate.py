@@ -21,7 +21,10 @@ console = Console()
 def serve(
     folder: Path = typer.Argument(..., help="Folder of images to annotate; annotations go to FOLDER/annotations/."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1 keeps it private to this machine)."),
-    port: int = typer.Option(8765, help="Port."),
+    port: int = typer.Option(8765, help="Port (1-65535)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Another host name browsers reach the server by (repeatable); others are refused."
+    ),
     labels: Path | None = typer.Option(None, help="Labels file (`index name r g b` lines); default FOLDER/labels.txt."),
     backend: str | None = typer.Option(None, help="Default segmentation backend (edgeflow, edgeflow_noedge, grabcut)."),
     device: str = typer.Option("cpu", help="Device for the networks: cpu, cuda, auto."),
@@ -30,6 +33,9 @@ def serve(
     with user_errors():
         from robustvision.app.annotate.controller import AnnotationProject
         from robustvision.app.annotate.server import serve as run_server
+
+        if not 1 <= port <= 65535:
+            raise ValueError(f"--port must be in 1..65535, got {port}")
         from robustvision.runtime import resolve_device
 
         project = AnnotationProject(folder, labels_file=labels, backend=backend, device=str(resolve_device(device)))
@@ -39,9 +45,15 @@ def serve(
             f"(backend [cyan]{project.default_backend}[/])"
         )
         if host not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"[yellow]warning[/]: listening on {host}: anyone who can reach it can edit annotations")
+            from robustvision.app.annotate.server import allowed_hosts
+
+            names = ", ".join(allowed_hosts(host, allow_host))
+            console.print(
+                f"[yellow]warning[/]: listening on {host}: anyone who can reach it and open the page can edit "
+                f"annotations; it answers the host names {names} (add more with --allow-host)"
+            )
         console.print(f"open [link=http://{host}:{port}/]http://{host}:{port}/[/link]  (Ctrl+C stops; all is saved)")
-    run_server(project, host=host, port=port)
+    run_server(project, host=host, port=port, extra_hosts=allow_host)
 
 
 @app.command("export")

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from robustvision.commands import user_errors
+from robustvision.commands import check_writable_file, user_errors
 from robustvision.commands.results import STORE_HELP, leaderboard_table
 
 console = Console()
@@ -88,6 +88,8 @@ def bench(
             out=out,
             baseline=baseline,
         )
+        if cfg.out:
+            check_writable_file("--out", cfg.out)
         if cfg.ray_address and cfg.executor != "ray":
             raise ValueError("--ray-address needs --executor ray")
         if cfg.executor == "ray" and cfg.ray_address:
@@ -97,6 +99,12 @@ def bench(
         noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]))
         with ResultsStore(cfg.store) as rs:  # opened first: a bad store fails before any training
             entries = resolve_models(cfg, log=lambda msg: console.print(f"[yellow]{msg}[/]"))
+            if cfg.baseline:  # the mCE baseline must be a model of this run or of the store
+                wanted = cfg.baseline if "/" in cfg.baseline else f"{cfg.baseline}/standard"
+                stored = rs.cells(dataset=cfg.dataset)
+                known = {m.key for m in entries} | set(stored["model"] + "/" + stored["technique"])
+                if wanted not in known:
+                    raise ValueError(f"--baseline {cfg.baseline!r} is not a model here; choose from {sorted(known)}")
             console.print(
                 f"bench [bold]{cfg.preset}[/] on [bold]{cfg.dataset}[/]: {len(entries)} model variants, "
                 f"executor {cfg.executor}, store {rs.display_url}"

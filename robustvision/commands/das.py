@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from robustvision.commands import user_errors
+from robustvision.commands import check_at_least, user_errors
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -18,9 +18,14 @@ console = Console()
 DEFAULT_MODELS = "das_resnet,das_vit,das_mixer"
 
 
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+
+
 def _assets(mesh: str | None, faces: str | None, seed_texture: str | None, edge: str | None, procedural: bool):
     from robustvision.physical.dataset import load_car_assets
 
+    if mesh is not None and Path(mesh).suffix.lower() not in MESH_SUFFIXES:
+        raise ValueError(f"--mesh {mesh!r} is not a mesh file ({', '.join(MESH_SUFFIXES)})")
     return load_car_assets(mesh, faces, seed_texture, edge, procedural=procedural)
 
 
@@ -172,7 +177,9 @@ def _load_split(folder: Path, split: str) -> dict:
     path = folder / f"{split}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `robustvision das dataset --out {folder}` first")
-    return torch.load(path, weights_only=True)
+    from robustvision.models.checkpoints import torch_load_trusted
+
+    return torch_load_trusted(path, what="DAS data split")
 
 
 @app.command()
@@ -225,6 +232,8 @@ def optimize(
         from robustvision.physical.texture import create_texture
         from robustvision.runtime import resolve_device
 
+        check_at_least("--views", views, 1)
+        check_at_least("--eval-views", eval_views, 1)
         targets = [_target(m.strip(), pretrained, image_size) for m in model.split(",") if m.strip()]
         if not targets:
             raise ValueError("--model is empty")
@@ -354,6 +363,7 @@ def evaluate(
         from robustvision.physical.targets import load_model
         from robustvision.physical.texture import create_texture
 
+        check_at_least("--views", views, 1)
         assets = _assets(mesh, faces, None, None, procedural)
         classifiers, detector, size = {}, None, None
         for path in [m.strip() for m in models.split(",") if m.strip()]:
@@ -361,6 +371,12 @@ def evaluate(
             size = card["image_size"]
             if card.get("kind") == "detector":
                 detector = m
+            elif list(card.get("classes", [])) != ["not_car", "car"]:
+                # car accuracy reads class 1 as "car": any other classifier would score a meaningless number
+                raise ValueError(
+                    f"{path} is not a car-vs-not-car classifier from `robustvision das train` "
+                    f"(its classes: {card.get('classes', 'not recorded')})"
+                )
             else:
                 classifiers[card["arch"]] = m
         if size is None:
@@ -387,11 +403,17 @@ def load_texture(path: str, assets):
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"texture file not found: {p}")
-    blob = torch.load(p, weights_only=True)
-    cfg = blob["config"]
+    from robustvision.models.checkpoints import torch_load_trusted
+
+    blob = torch_load_trusted(p, what="texture")
+    try:
+        cfg = blob["config"]
+        kind, param = blob["kind"], blob["state"]["param"]
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(f"{p} is not a texture saved by `robustvision das optimize`") from None
     init = _seed_init(assets, type("C", (), cfg))
-    tex = create_texture(blob["kind"], assets.mesh, init, cube_size=cfg.get("cube_size", 6))
-    if tex.param.shape != blob["state"]["param"].shape:
+    tex = create_texture(kind, assets.mesh, init, cube_size=cfg.get("cube_size", 6))
+    if tex.param.shape != param.shape:
         raise ValueError(f"{p} was optimised for another mesh or face list ({blob.get('mesh')})")
     tex.load_state_dict(blob["state"])
     return tex.eval()

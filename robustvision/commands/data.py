@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from robustvision.commands import user_errors
+from robustvision.commands import check_at_least, user_errors
 
 app = typer.Typer(no_args_is_help=True, help="List and inspect data sets.")
 console = Console()
@@ -41,6 +41,7 @@ def show(
     from robustvision.data import create_dataset
 
     with user_errors():
+        check_at_least("--image-size", image_size, 1, " pixel")
         splits = {}
         for split in ("train", "test"):
             try:

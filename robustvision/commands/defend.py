@@ -150,11 +150,15 @@ def evaluate(
     with user_errors():
         import torch
 
+        from robustvision.commands import check_at_least
         from robustvision.defenses.evaluation import attack_list, evaluate_robustness, format_report, parse_attack
         from robustvision.defenses.multi_perturbation import budgets_for
         from robustvision.defenses.training import load_defense, split_dataset
         from robustvision.runtime import resolve_device
 
+        check_at_least("--n", n, 1, " image")
+        check_at_least("--batch-size", batch_size, 1)
+        check_at_least("--threads", threads, 1)
         if threads:
             torch.set_num_threads(threads)
         dev = resolve_device(device)

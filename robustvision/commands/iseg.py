@@ -119,8 +119,12 @@ def evaluate(
     with user_errors():
         import torch
 
+        from robustvision.commands import check_at_least
         from robustvision.segmentation.interactive import create_predictor, evaluate_dataset
 
+        check_at_least("--limit", limit, 1, " instance")
+        check_at_least("--threads", threads, 1)
+        check_at_least("--max-clicks", max_clicks, 1)
         torch.set_num_threads(threads)
         samples = _samples(dataset, root, limit)
         if checkpoint is not None and len(predictor) > 1:
@@ -161,11 +165,14 @@ def predict(
         import cv2
         import numpy as np
 
+        from robustvision.commands import check_writable_file
         from robustvision.segmentation.interactive import create_predictor
         from robustvision.segmentation.interactive.data import read_rgb
 
         if not image.is_file():
             raise FileNotFoundError(f"image {image} does not exist")
+        check_writable_file("--out", out, (".png", ".bmp", ".tif", ".tiff"))
+        _check_complete_image(image)
         clicks = [_parse_click(c) for c in click]
         p = create_predictor(predictor, checkpoint=checkpoint, device=device)
         p.set_image(read_rgb(image))
@@ -179,6 +186,17 @@ def predict(
         if prob_out is not None:
             np.save(prob_out, probs)
         console.print(f"wrote {out}: {int((mask > 0).sum())} object pixels of {mask.size}")
+
+
+def _check_complete_image(path: Path) -> None:
+    """``ValueError`` for a file that is not a whole image (OpenCV decodes a truncated JPEG's top part silently)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ValueError(f"image {str(path)!r} cannot be read completely: {err}") from None
 
 
 def _parse_click(text: str):

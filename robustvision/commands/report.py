@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from robustvision.commands import user_errors
-from robustvision.commands.results import DEFAULT_STORE, STORE_HELP
+from robustvision.commands import check_writable_file, user_errors
+from robustvision.commands.results import DEFAULT_STORE, STORE_HELP, check_filters
 
 console = Console()
 
@@ -25,6 +25,8 @@ def report(
     from robustvision.bench.store import ResultsStore
 
     with user_errors():
+        check_writable_file("--out", out)
         with ResultsStore(store, create=False) as rs:
+            check_filters(rs, run, dataset)
             path = write_report(rs, out, run_id=run, dataset=dataset, baseline=baseline)
         console.print(f"wrote {path}")

@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from robustvision.commands import user_errors
+from robustvision.commands import check_writable_file, user_errors
 
 app = typer.Typer(no_args_is_help=True, help="Read the results store: print, export CSV/Parquet.")
 console = Console()
@@ -85,6 +85,19 @@ def leaderboard_table(
     return table
 
 
+def check_filters(rs, run: str | None = None, dataset: str | None = None) -> None:
+    """``ValueError`` for a ``--run`` or ``--dataset`` the store does not hold (instead of an empty answer)."""
+    if run is None and dataset is None:
+        return
+    runs = rs.runs()
+    if run is not None and run not in set(runs["run_id"]):
+        recent = ", ".join(runs["run_id"].tail(3)) or "none"
+        raise ValueError(f"no run {run!r} in the results store {rs.display_url} (latest: {recent})")
+    if dataset is not None and dataset not in set(runs["dataset"]):
+        have = ", ".join(sorted(set(runs["dataset"]))) or "none"
+        raise ValueError(f"no results for data set {dataset!r} in {rs.display_url} (have: {have})")
+
+
 @app.command("show")
 def show(
     store: str = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
@@ -101,6 +114,7 @@ def show(
 
     with user_errors():
         with ResultsStore(store, create=False) as rs:
+            check_filters(rs, run, dataset)
             if raw:
                 df = rs.results(run_id=run, dataset=dataset)
                 table = Table(title=f"{len(df)} result rows in {rs.display_url}")
@@ -129,6 +143,8 @@ def export(
     from robustvision.bench.store import ResultsStore
 
     with user_errors():
+        check_writable_file("--out", out)
         with ResultsStore(store, create=False) as rs:
+            check_filters(rs, run)
             path = rs.export(out, fmt, run_id=run)
             console.print(f"wrote {path}")

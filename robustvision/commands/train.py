@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from robustvision.commands import user_errors
+from robustvision.commands import check_at_least, user_errors
 
 console = Console()
 
@@ -62,6 +62,10 @@ def train(
     from robustvision.training.trainer import dist_env
 
     with user_errors():
+        check_at_least("--image-size", image_size, 1, " pixel")
+        check_at_least("--epochs", epochs, 1)
+        check_at_least("--batch-size", batch_size, 1)
+        check_at_least("--subset", subset, 1, " image")
         create_technique(technique)  # unknown names fail before any work
         from robustvision.data import DATASETS
         from robustvision.models import MODELS

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import robustvision
-from robustvision.fileio import atomic_write_text
+from robustvision.fileio import atomic_write_text, replace_keeping_mode
 from robustvision.models.wrappers import ImageClassifier
 from robustvision.runtime import git_commit
 
@@ -68,8 +68,7 @@ def save_weights(
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"format": fmt})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        replace_keeping_mode(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -127,22 +126,57 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"model card {str(cpath)!r} is not valid JSON: {err}") from err
 
 
+def torch_load_trusted(path: str | Path, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(..., weights_only=True)`` with one-line errors.
+
+    A file that holds pickled Python objects beyond tensors and plain containers is refused (never run) with
+    "not a trusted checkpoint"; an empty, truncated or foreign file is "unreadable or corrupt".
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is refused or unreadable (the message names it).
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{what} {str(path)!r} is not a trusted checkpoint: it holds Python objects that weights-only loading "
+            "refuses to run"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{what} {str(path)!r} is unreadable or corrupt: {first}") from None
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict from safetensors, or from a ``torch.save`` file with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix != ".safetensors":
+        state = torch_load_trusted(path)
+    else:
+        try:
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt: {err}") from err
+        except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
+            raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt: {err}") from err
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {str(path)!r} does not hold a state dict")
     return state
+
+
+def check_finite_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``ValueError`` naming the first tensor with NaN or infinite values (such weights give meaningless numbers)."""
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"checkpoint {str(path)!r} has NaN or infinite weights (first in {key!r}); retrain it")
 
 
 def load_checkpoint(
@@ -157,6 +191,10 @@ def load_checkpoint(
 
     card = read_card(path)
     state = load_state(path)
+    check_finite_state(state, path)
+    missing_keys = [k for k in ("arch", "num_classes", "image_size") if k not in card]
+    if missing_keys:
+        raise ValueError(f"model card beside {str(path)!r} lacks {', '.join(missing_keys)}")
     kwargs = {**card.get("model_kwargs", {}), **model_kwargs}
     model = create_model(
         card["arch"],
@@ -167,7 +205,13 @@ def load_checkpoint(
         std=card.get("std"),
         **kwargs,
     )
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes that differ: "size mismatch for conv1.weight: ..."
+        detail = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match architecture {card['arch']!r} of its card: {detail}"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f"checkpoint {str(path)!r} does not match architecture {card['arch']!r}: "

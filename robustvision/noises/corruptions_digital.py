@@ -162,8 +162,8 @@ class JpegCompression(Corruption):
     def apply(self, images, params, labels=None, model=None):
         q = int(self.constants(images.shape))
         n, c, h, w = images.shape
-        if c not in (1, 3):
-            return torch.stack([pil_jpeg_roundtrip(img, q) for img in images]).to(images)
+        if c not in (1, 3):  # JPEG has grey and colour (RGB) images only
+            raise ValueError(f"jpeg_compression needs 1- or 3-channel images, got {c} channels")
         # one batched conversion each way, planes kept planar (PIL merges and splits the channels in C);
         # PIL only encodes and decodes
         u8 = images.detach().mul(255).round_().clamp_(0, 255).cpu().numpy().astype(np.uint8)

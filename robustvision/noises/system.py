@@ -57,6 +57,8 @@ class SystemNoise(Noise):
 
     kind = NoiseKind.SYSTEM
     group = "system"
+    # Colour-space conversions and JPEG know grey and RGB only; other channel counts are refused, never collapsed.
+    grey_or_rgb_only = False
 
     def __init__(self, severity: int = 1) -> None:
         if isinstance(severity, bool) or severity != 1:
@@ -68,6 +70,8 @@ class SystemNoise(Noise):
         raise NotImplementedError
 
     def apply(self, images, params, labels=None, model=None):
+        if self.grey_or_rgb_only and images.dim() == 4 and images.shape[1] not in (1, 3):
+            raise ValueError(f"{self.name} needs 1- or 3-channel images, got {images.shape[1]} channels")
         out = [from_uint8_hwc(self.process(to_uint8_hwc(img)), img.shape[0]) for img in images]
         return torch.stack(out).to(images) if out else images.clone()
 
@@ -206,6 +210,8 @@ class Resize(SystemNoise):
 class JpegReencode(SystemNoise):
     """One more JPEG round trip with PIL at ``quality``."""
 
+    grey_or_rgb_only = True
+
     def __init__(self, severity: int = 1, *, quality: int = 75) -> None:
         self.quality = _check_quality(quality)
         self.name = f"jpeg_reencode_q{self.quality}"
@@ -231,6 +237,8 @@ class ColorBGR(SystemNoise):
 class ColorYCbCrPIL(SystemNoise):
     """RGB -> YCbCr -> RGB through PIL's 8-bit conversions."""
 
+    grey_or_rgb_only = True
+
     name = "color_ycbcr_pil"
 
     def process(self, arr):
@@ -240,6 +248,8 @@ class ColorYCbCrPIL(SystemNoise):
 
 class ColorYUVOpenCV(SystemNoise):
     """RGB -> YUV -> RGB through OpenCV's 8-bit conversions."""
+
+    grey_or_rgb_only = True
 
     name = "color_yuv_opencv"
 

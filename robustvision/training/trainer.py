@@ -269,10 +269,9 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`state_dict` saved; the recipe must match the current one."""
         path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError, ValueError) as err:
-            raise ValueError(f"training checkpoint {str(path)!r} is unreadable or corrupt: {err}") from err
+        from robustvision.models.checkpoints import torch_load_trusted
+
+        state = torch_load_trusted(path, what="training checkpoint")
         saved = TrainConfig.from_dict(state["config"]).recipe_dict()
         current = self.config.recipe_dict()
         diff = sorted(k for k in current if saved.get(k) != current[k])

@@ -6,7 +6,10 @@ The click logic is the package's own (:mod:`robustvision.segmentation.interactiv
 
 from __future__ import annotations
 
+import glob
 import io
+import os
+import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from robustvision.app.annotate.geometry import check_polygons, mask_to_polygons
 from robustvision.app.annotate.labels import Label, read_labels, write_labels
 from robustvision.app.annotate.storage import AnnotationStore
+from robustvision.fileio import remove_stale_temps
 from robustvision.runtime import on_torch_thread
 from robustvision.segmentation.interactive import PRED_THRESHOLD, Click, create_predictor, list_predictors
 
@@ -28,7 +32,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ANNOTATION_FOLDER = "annotations"
 DEFAULT_LABELS_FILE = "labels.txt"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
+# Every click session keeps the image, its features and one float32 probability map per undo step, so memory grows
+# with the pixel count: a 6000x6000 image took the server from 0.8 to 2.6 GB in three clicks. 25 Mpx (a 6000x4000
+# camera frame) is the largest image the tool opens or accepts.
+MAX_IMAGE_PIXELS = 25_000_000
+# Names an uploaded or listed file may have: at most this many UTF-8 bytes (the annotation file adds ".json" and the
+# file system allows 255), no path separators, no control characters, not hidden.
+MAX_NAME_BYTES = 200
 BACKEND_PREFERENCE = ("edgeflow", "edgeflow_noedge", "grabcut", "random_walker")
 
 
@@ -52,17 +62,44 @@ class ImageRecord:
         return {"name": self.name, "status": self.status, "objects": self.objects, "error": self.error}
 
 
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot be served or stored safely, or None when it can."""
+    if not name:
+        return "the file name is empty"
+    if "/" in name or "\\" in name:
+        return "the file name contains a path separator ('/' or '\\')"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "the file name contains a control character"
+    if name.startswith("."):
+        return "hidden files (names starting with '.') are not served"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8"
+    if size > MAX_NAME_BYTES:
+        return f"the file name is {size} bytes long; the limit is {MAX_NAME_BYTES}"
+    return None
+
+
 def decode_rgb(data_or_path: bytes | Path) -> np.ndarray:
     """Decode an image to ``H x W x 3`` uint8 RGB; ``ValueError`` when it is not a readable image."""
     try:
         src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
         with Image.open(src) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"image of {img.width}x{img.height} px exceeds the {MAX_IMAGE_PIXELS:,} px limit")
+            check_pixels(img.width, img.height)
             img.load()
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"not a readable image: {err}") from err
+
+
+def check_pixels(width: int, height: int) -> None:
+    """``ValueError`` naming the limit when an image has more than :data:`MAX_IMAGE_PIXELS` pixels."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"image of {width}x{height} px ({width * height:,} px) exceeds the tool's {MAX_IMAGE_PIXELS:,}-pixel "
+            "limit; downscale it first"
+        )
 
 
 class AnnotationProject:
@@ -85,6 +122,10 @@ class AnnotationProject:
         self.annotations_dir.mkdir(exist_ok=True)
         self.store = AnnotationStore(self.annotations_dir)
         self.labels_file = Path(labels_file) if labels_file else self.root / DEFAULT_LABELS_FILE
+        # what writers killed mid-save left behind (the saved files themselves are whole: writes are atomic)
+        remove_stale_temps(self.annotations_dir)
+        remove_stale_temps(self.root, ".upload-*.part")
+        remove_stale_temps(self.labels_file.parent, f"{glob.escape(self.labels_file.name)}*.tmp")
         self._labels = read_labels(self.labels_file)
         self.device = device
         self.backends = [b for b in BACKEND_PREFERENCE if b in list_predictors()]
@@ -105,11 +146,25 @@ class AnnotationProject:
 
     # ------------------------------------------------------------------ images
     def image_names(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        """Image files directly in the folder, hidden files (such as macOS's ``._x.jpg``) left out."""
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+
+    def _path_problem(self, name: str) -> str | None:
+        """Why a listed file is not served (a name that is unsafe in a URL or file name, a link leaving the folder)."""
+        problem = name_problem(name)
+        if problem:
+            return problem
+        if (self.root / name).resolve().parent != self.root:
+            return "a link to a file outside the folder is not served"
+        return None
 
     def image_path(self, name: str) -> Path:
         """The file of a listed image. Anything else (other folders, ``..``, hidden files) is :class:`NotFound`."""
-        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        if not isinstance(name, str) or name_problem(name):
             raise NotFound(f"no image {name!r}")
         path = (self.root / name).resolve()
         if path.parent != self.root or not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -125,9 +180,12 @@ class AnnotationProject:
             return cached[1]
         try:
             with Image.open(path) as img:
+                check_pixels(img.width, img.height)
                 img.load()
                 self._sizes[name] = (img.height, img.width)
             error = None
+        except ValueError as err:
+            error = str(err)
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
             error = f"cannot read image: {err}"
         self._errors[name] = (mtime, error)
@@ -151,7 +209,14 @@ class AnnotationProject:
     def list_images(self) -> list[ImageRecord]:
         records = []
         for name in self.image_names():
-            error = self.image_error(name)
+            problem = self._path_problem(name)
+            if problem:
+                records.append(ImageRecord(name, "error", error=problem))
+                continue
+            try:
+                error = self.image_error(name)
+            except NotFound:  # removed since it was listed
+                continue
             if error:
                 records.append(ImageRecord(name, "error", error=error))
                 continue
@@ -167,18 +232,34 @@ class AnnotationProject:
 
     def save_upload(self, filename: str, data: bytes) -> str:
         """Store an uploaded image in the folder after checking its name, size and content."""
-        name = Path(filename or "").name
-        if not name or name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ValueError(f"uploads must be images ({', '.join(IMAGE_EXTENSIONS)}), got {filename!r}")
+        filename = filename or ""
+        name = filename.rsplit("/", 1)[-1]  # browsers send a base name; some clients send a path
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(f"cannot store an upload named {filename[:80]!r}: {problem}")
+        if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"uploads must be images ({', '.join(IMAGE_EXTENSIONS)}), got {filename[:80]!r}")
         if len(data) > MAX_UPLOAD_BYTES:
             raise OverflowError(f"upload of {len(data):,} bytes exceeds the {MAX_UPLOAD_BYTES:,}-byte limit")
-        decode_rgb(data)
+        decode_rgb(data)  # also refuses images over MAX_IMAGE_PIXELS before decoding them
         target = self.root / name
-        if target.exists():
+        if target.exists() or target.is_symlink():
             raise FileExistsError(f"an image named {name!r} already exists")
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, target)  # never replaces a file another upload stored meanwhile
+            except FileExistsError as err:
+                raise FileExistsError(f"an image named {name!r} already exists") from err
+            except OSError:  # a file system without hard links
+                os.replace(tmp, target)
+                return name
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
         return name
 
     # ------------------------------------------------------------------ labels

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 Polygon = list[list[float]]  # [[x, y], ...] in pixel coordinates
+MAX_POLYGON_POINTS = 100_000  # per object, all polygons together; a traced 25-Mpx outline has far fewer
 
 
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 1.0, min_area: float = 4.0) -> list[Polygon]:
@@ -50,6 +51,9 @@ def check_polygons(polygons: object, height: int, width: int) -> list[Polygon]:
     """Validate editor input: a list of polygons of >= 3 finite ``[x, y]`` points inside the image."""
     if not isinstance(polygons, list) or not polygons:
         raise ValueError("polygons must be a non-empty list of [[x, y], ...] lists")
+    total = sum(len(p) if isinstance(p, list) else 0 for p in polygons)
+    if total > MAX_POLYGON_POINTS:
+        raise ValueError(f"an object may have at most {MAX_POLYGON_POINTS:,} polygon points, got {total:,}")
     out: list[Polygon] = []
     for poly in polygons:
         if not isinstance(poly, list) or len(poly) < 3:
@@ -58,7 +62,10 @@ def check_polygons(polygons: object, height: int, width: int) -> list[Polygon]:
         for pt in poly:
             if not isinstance(pt, (list, tuple)) or len(pt) != 2:
                 raise ValueError(f"a polygon point must be [x, y], got {pt!r}")
-            x, y = float(pt[0]), float(pt[1])
+            try:
+                x, y = float(pt[0]), float(pt[1])
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"polygon points must be numbers, got {pt!r}") from err
             if not (np.isfinite(x) and np.isfinite(y)):
                 raise ValueError("polygon points must be finite numbers")
             if not (-0.5 <= x <= width + 0.5 and -0.5 <= y <= height + 0.5):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import colorsys
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from robustvision.fileio import atomic_write_text
+
+MAX_NAME_LENGTH = 64
+_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,12 @@ class Label:
     def validate(self) -> None:
         if not 1 <= self.index <= 254:
             raise ValueError(f"label index must be in 1..254 (0 is background, 255 ignore), got {self.index}")
-        if not self.name or any(ch.isspace() for ch in self.name):
+        if not self.name or any(ch.isspace() or not ch.isprintable() for ch in self.name):
             raise ValueError(f"label name must be one word without spaces, got {self.name!r}")
+        if self.name.startswith("#"):
+            raise ValueError(f"label name must not start with '#' (it starts a comment in labels.txt): {self.name!r}")
+        if len(self.name) > MAX_NAME_LENGTH:
+            raise ValueError(f"label name must be at most {MAX_NAME_LENGTH} characters, got {len(self.name)}")
         if len(self.color) != 3 or any(not 0 <= c <= 255 for c in self.color):
             raise ValueError(f"label colour must be three values in 0..255, got {self.color}")
 
@@ -46,10 +54,13 @@ def default_color(index: int) -> tuple[int, int, int]:
 
 
 def parse_labels(text: str, source: str = "labels file") -> list[Label]:
-    """Parse ``index name [r g b]`` lines (``#`` comments and blank lines ignored)."""
+    """Parse ``index name [r g b]`` lines (blank lines and comments ignored).
+
+    A comment is a word starting with ``#`` and the rest of its line; a ``#`` inside a word (``car#2``) is part of it.
+    """
     labels: list[Label] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
+        line = _COMMENT.sub("", raw).strip()
         if not line:
             continue
         parts = line.split()

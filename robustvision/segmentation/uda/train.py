@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
@@ -345,12 +346,21 @@ def load_adapted(
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not card_path.is_file():
         raise FileNotFoundError(f"checkpoint {path} has no model card {card_path}")
-    card = json.loads(card_path.read_text())
-    if card.get("kind") != "uda-segmenter":
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"model card {card_path} is not valid JSON: {err}") from None
+    if not isinstance(card, dict) or card.get("kind") != "uda-segmenter":
         raise ValueError(f"{card_path} is not a robustvision adapt checkpoint card")
+    missing = [k for k in ("arch", "num_classes", "dilations", "config") if k not in card]
+    if missing:
+        raise ValueError(f"model card {card_path} lacks {', '.join(missing)}")
     device = resolve_device(device)
     model = create_segmenter(card["arch"], num_classes=card["num_classes"], dilations=tuple(card["dilations"]))
-    tensors = load_file(str(path), device=str(device))
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} is unreadable or corrupt (safetensors: {err})") from None
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)

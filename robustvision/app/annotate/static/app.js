@@ -14,9 +14,12 @@ const state = {
   view: { scale: 1, ox: 0, oy: 0 }, pan: null, busy: false,
 };
 window.rvState = state; // read by the end-to-end test
+// The server's per-launch token: every state-changing request echoes it, which a page of another site cannot do.
+const token = (document.querySelector('meta[name="rv-token"]') || {}).content || "";
 
 async function api(method, url, body) {
   const opts = { method, headers: {} };
+  if (method !== "GET") opts.headers["X-RV-Token"] = token;
   if (body instanceof FormData) opts.body = body;
   else if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   const res = await fetch(url, opts);
