@@ -45,6 +45,7 @@ def small_cfg(ckpts, store, **kw):
         noises=["fgsm", "pgd_linf@8/255", "test_darken@1,4", "test_posterize3", "test_modelswap"],
         out="",
         threads=1,
+        checks=False,  # the health checks have their own tests (test_bench_health.py)
     )
     base.update(kw)
     return load_config("quick", **base)
