@@ -39,8 +39,9 @@ WRAPPER = """
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
 rc = subprocess.run(sys.argv[1:]).returncode
-print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t,
-                  "max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t, "max_rss_mb": ru.ru_maxrss / 1024,
+                  "cpu_s": ru.ru_utime + ru.ru_stime}))
 """
 
 
@@ -79,7 +80,7 @@ def main() -> None:
         f"cfg = load_config({args.preset!r}); print(len(zoo_entries(cfg)), 'zoo members')"
     )
     if args.checkpoints:
-        zoo = {"seconds": 0.0, "max_rss_mb": 0.0}
+        zoo = {"seconds": 0.0, "max_rss_mb": 0.0, "cpu_s": 0.0}
     else:
         zoo = measured([sys.executable, "-c", code], env, work, work / "zoo.log")
     bench_cmd = [sys.executable, "-m", "robustvision.cli", "bench", "--preset", args.preset]
@@ -120,9 +121,11 @@ def main() -> None:
     if bare is not None:
         extra = first["seconds"] / bare["seconds"] - 1
         verdict = "meets" if extra <= 0.15 else "misses"
+        extra_cpu = first["cpu_s"] / bare["cpu_s"] - 1
         print(
             f"health checks: bench {first['seconds']:.1f} s with, {bare['seconds']:.1f} s without: "
-            f"{100 * extra:+.1f} % wall vs target +15 % ({verdict} it on this machine)"
+            f"{100 * extra:+.1f} % wall vs target +15 % ({verdict} it on this machine); CPU time (all processes) "
+            f"{first['cpu_s']:.1f} s with, {bare['cpu_s']:.1f} s without: {100 * extra_cpu:+.1f} %"
         )
     print(f"\n{len(cells)} cells; evaluation seconds per noise kind (sum of per-cell timings):")
     for kind, row in per_kind.iterrows():
