@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[dev,ray,postgres]"
+	$(BIN)/python -m pip install -q -e ".[dev,app,physical,bench]"
 	# Reference implementations the parity tests and benchmarks compare against. imagecorruptions goes in without its
 	# dependencies: it would pull the GUI opencv-python over opencv-python-headless; it needs pkg_resources.
 	# torchattacks pins requests~=2.25 (a resolver conflict); it runs fine with current requests.

@@ -51,6 +51,50 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def require_extra(module: str, extra: str) -> Any:
+    """Import ``module``, which the base install leaves to the extra ``extra``; a missing one is one clear error.
+
+    Args:
+        module: the module to import (``"trimesh"``, ``"fastapi"``, ``"pycocotools.mask"``).
+        extra: the pyproject extra that installs it (``"physical"``, ``"app"``, ``"bench"``).
+
+    Returns:
+        The imported module.
+
+    Raises:
+        ModuleNotFoundError: the module is not installed; the message names the ``pip install`` to run.
+
+    Example:
+        >>> np_module = require_extra("numpy", "bench")
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"{module.split('.')[0]} is not installed; it comes with the {extra!r} extra: "
+            f"pip install 'robustvision[{extra}]'"
+        ) from err
+
+
+def git_commit() -> str | None:
+    """The git commit of the package's checkout, or None outside a checkout (recorded in cards and runs)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def home_dir() -> Path:
     """The cache folder for checkpoints and downloads: ``$ROBUSTVISION_HOME`` or ``~/.cache/robustvision``."""
     root = os.environ.get("ROBUSTVISION_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "robustvision")

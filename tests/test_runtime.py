@@ -29,3 +29,11 @@ def test_errors_reach_the_caller_and_nested_calls_do_not_wait_on_themselves():
     with pytest.raises(ValueError, match="bad click"):
         on_torch_thread(boom)
     assert on_torch_thread(lambda: on_torch_thread(lambda: 7)) == 7
+
+
+def test_a_missing_extra_names_its_install():
+    from robustvision.runtime import require_extra
+
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'robustvision\[physical\]'"):
+        require_extra("no_such_module_for_robustvision", "physical")
+    assert require_extra("json", "bench").dumps([1]) == "[1]"

@@ -286,3 +286,53 @@ def test_random_translate_is_a_zero_filled_shift():
     padded = F.pad(x, (2, 2, 2, 2))
     expected = torch.stack([padded[i, :, dy : dy + 8, dx : dx + 8] for i, (dy, dx) in enumerate(offsets)])
     assert torch.equal(out, expected)
+
+
+# ---- the training kit: schedule, progress bar, loss hook and callbacks ----------------------------------------------
+
+
+def test_schedule_is_shared_and_replays_the_trainer_factor():
+    from robustvision.training.schedule import lambda_lr, warmup_cosine
+
+    c = TrainConfig(warmup_start=0.1, min_lr=0.05)
+    for step in (0, 3, 10, 40, 99, 100):
+        assert lr_factor(step, 100, 10, c) == warmup_cosine(step, 100, 10, warmup_start=0.1, min_factor=0.05)
+    assert warmup_cosine(70, 100, 10, schedule="constant") == 1.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = lambda_lr(opt, total=4, warmup=2)
+    rates = []
+    for _ in range(4):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([0.0, 1.0, 2.0, 1.0])
+
+
+def test_loss_hook_replaces_the_technique_loss_and_callbacks_fire():
+    seen: list[tuple[str, int]] = []
+    calls = []
+
+    def loss_fn(trainer, images, labels, generator):
+        calls.append(images.shape[0])
+        logits = trainer.model(images)
+        return torch.nn.functional.cross_entropy(logits, labels) * 0.0 + logits.pow(2).mean(), logits
+
+    model = create_model("lenet5", image_size=16, num_classes=4)
+    trainer = Trainer(model, toy_set(), None, quiet(epochs=2, batch_size=8), loss_fn=loss_fn)
+    trainer.add_callback("on_batch_end", lambda t: seen.append(("batch", t.step)))
+    trainer.add_callback("on_epoch_end", lambda t: seen.append(("epoch", t.epoch)))
+    trainer.fit()
+    assert calls == [8, 8, 8, 8]
+    assert seen == [("batch", 1), ("batch", 2), ("epoch", 1), ("batch", 3), ("batch", 4), ("epoch", 2)]
+    assert math.isfinite(trainer.last_loss)
+    with pytest.raises(ValueError, match="unknown event 'on_step'"):
+        trainer.add_callback("on_step", print)
+
+
+def test_progress_bar_has_the_info_field():
+    from robustvision.training.progress import progress_bar
+
+    with progress_bar(enabled=False) as bar:
+        task = bar.add_task("x", total=2, info="")
+        bar.update(task, advance=2, info="done")
+        assert bar.tasks[0].completed == 2

@@ -424,7 +424,7 @@ def run_bench(
         run_id: this invocation's id (default: a new one).
     """
     import robustvision
-    from robustvision.models.checkpoints import git_commit
+    from robustvision.runtime import git_commit
 
     t0 = time.perf_counter()
     images, labels, ds = load_eval_data(cfg)

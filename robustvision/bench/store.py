@@ -49,6 +49,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from robustvision.errors import UserError
+from robustvision.runtime import require_extra
 
 DEFAULT_STORE = "runs/robustvision.db"
 
@@ -427,6 +428,7 @@ class ResultsStore:
         if fmt == "csv":
             df.to_csv(path, index=False)
         else:
+            require_extra("pyarrow", "bench")
             df.to_parquet(path, index=False)
         return path
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustvision.models.pretrained import PACKAGED_WEIGHTS, load_packaged_weights
 from robustvision.models.small import LeNet5, WideResNet
 from robustvision.models.wrappers import ImageClassifier
 from robustvision.registry import Registry
@@ -99,6 +100,17 @@ ZOO_ENTRIES: tuple[ZooEntry, ...] = (
         note="MobileNetV3-Large x1.0",
     ),
     ZooEntry("efficientnet_b0", "cnn", "timm", "efficientnet_b0", stride1=("conv_stem",), note="EfficientNet-B0"),
+    *(
+        ZooEntry(
+            f"tf_efficientnet_lite{i}",
+            "cnn",
+            "timm",
+            f"tf_efficientnet_lite{i}",
+            stride1=("conv_stem",),
+            note=f"EfficientNet-Lite{i} (TF padding; ImageNet weights ship in a package)",
+        )
+        for i in range(3)
+    ),
     ZooEntry("regnetx_002", "cnn", "timm", "regnetx_002", stride1=("stem.conv",), note="RegNetX-200MF"),
     ZooEntry(
         "shufflenet_v2",
@@ -245,6 +257,15 @@ def build_network(
             module = importlib.import_module(module_name)
             kwargs = {k: getattr(module, v) if k.endswith("_layer") else v for k, v in kwargs.items()}
             return getattr(module, cls_name)(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        if pretrained and entry.arch in PACKAGED_WEIGHTS:
+            # Weights that ship in a package: nothing downloads. Build the 1000-class ImageNet head they carry, then
+            # replace it when another class count is asked for.
+            if in_chans != 3:
+                raise ValueError(f"{entry.name}'s packaged weights take 3-channel images; got in_chans={in_chans}")
+            net = load_packaged_weights(entry.arch, timm.create_model(entry.arch, num_classes=1000, **kwargs))
+            if num_classes != 1000:
+                net.reset_classifier(num_classes)
+            return net
         net = timm.create_model(entry.arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if small:
         for path in entry.stride1:
@@ -266,6 +287,10 @@ def _make_builder(entry: ZooEntry):
         **overrides: Any,
     ) -> ImageClassifier:
         net = build_network(entry, num_classes, image_size, in_chans, pretrained, **overrides)
+        packaged = PACKAGED_WEIGHTS.get(entry.arch) if pretrained else None
+        if packaged is not None:
+            mean = packaged.mean if mean is None else mean
+            std = packaged.std if std is None else std
         return ImageClassifier(
             net,
             arch=entry.name,
@@ -302,7 +327,8 @@ def create_model(
         num_classes: size of the classification head.
         image_size: side of the input images; at most 64 px selects the small-input configuration.
         in_chans: input channels (1 for MNIST).
-        pretrained: load the library's pretrained weights (downloads; needs internet; never used in tests).
+        pretrained: load ImageNet weights: from an installed package for ``tf_efficientnet_lite0/1/2`` (no
+            download, see :mod:`robustvision.models.pretrained`), else the library's (downloads; needs internet).
         **kwargs: constructor overrides passed to the library (``drop_path_rate=0.1``, ...).
 
     Example:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustvision.runtime import require_extra
+
 __all__ = [
     "Mesh",
     "load_mesh",
@@ -100,7 +102,7 @@ class Mesh:
 
     def to_trimesh(self):
         """The geometry as a :class:`trimesh.Trimesh` (for ray casting and export)."""
-        import trimesh
+        trimesh = require_extra("trimesh", "physical")
 
         return trimesh.Trimesh(self.vertices.double().numpy(), self.faces.numpy(), process=False)
 
@@ -180,7 +182,7 @@ def _load_obj(path: Path) -> Mesh:
 
 
 def _load_trimesh(path: Path) -> Mesh:
-    import trimesh
+    trimesh = require_extra("trimesh", "physical")
 
     geom = trimesh.load(str(path), process=False, maintain_order=True, force="mesh")
     faces = torch.as_tensor(np.asarray(geom.faces), dtype=torch.int64)
@@ -258,7 +260,7 @@ def normalize_nmr(mesh: Mesh) -> Mesh:
 
 
 def _box(lo, hi, subdiv: int):
-    import trimesh
+    trimesh = require_extra("trimesh", "physical")
 
     box = trimesh.creation.box(
         extents=np.subtract(hi, lo), transform=trimesh.transformations.translation_matrix(np.add(lo, hi) / 2)
@@ -277,7 +279,7 @@ def make_procedural_car(*, subdiv: int = 2) -> Mesh:
     Args:
         subdiv: loop-free midpoint subdivisions of the boxes (more faces -> finer paint).
     """
-    import trimesh
+    trimesh = require_extra("trimesh", "physical")
 
     parts: list[tuple[np.ndarray, np.ndarray, int, bool]] = []
     # (vertices, faces, material, paintable)
@@ -324,7 +326,7 @@ DISTRACTOR_SHAPES = ("box", "sphere", "cylinder", "capsule", "cone", "torus")
 
 def make_distractor(shape: str, *, generator: torch.Generator | None = None) -> Mesh:
     """A non-car object (box, sphere, ...) sized like a car, for the negative class of the car data set."""
-    import trimesh
+    trimesh = require_extra("trimesh", "physical")
 
     g = generator
     r = torch.rand(4, generator=g).numpy()

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustvision.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer
+
 __all__ = [
     "TARGET_ARCHS",
     "Normalized",
@@ -25,24 +27,19 @@ __all__ = [
     "load_model",
 ]
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
-
-class Normalized(nn.Module):
+class Normalized(PixelNormalizer):
     """``net`` behind ImageNet mean/std normalisation held in buffers: [0, 1] images in, logits out."""
 
     def __init__(self, net: nn.Module, *, arch: str, family: str, num_classes: int, image_size: int) -> None:
-        super().__init__()
+        super().__init__(IMAGENET_MEAN, IMAGENET_STD)
         self.net = net
         self.arch, self.family, self.num_classes, self.image_size = arch, family, num_classes, image_size
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
         if hasattr(net, "num_prefix_tokens"):
             self.num_prefix_tokens = int(net.num_prefix_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net(self.normalize(x))
 
 
 def _resnet_small(num_classes: int, image_size: int) -> nn.Module:

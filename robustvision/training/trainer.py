@@ -31,9 +31,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from robustvision.fileio import atomic_torch_save
 from robustvision.runtime import make_generator, resolve_device, seed_from_key
 from robustvision.training.config import TrainConfig
+from robustvision.training.progress import progress_bar
+from robustvision.training.schedule import warmup_cosine
 from robustvision.training.techniques import random_translate, training_loss
 
 CHECKPOINT_NAME = "last.pt"
+LossFn = Callable[["Trainer", torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 # ---- distributed helpers -------------------------------------------------------------------------------------------
@@ -93,12 +96,14 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 def lr_factor(step: int, total: int, warmup: int, config: TrainConfig) -> float:
     """Learning-rate multiplier at ``step``: linear warm-up from ``warmup_start``, then cosine or constant."""
-    if warmup > 0 and step < warmup:
-        return config.warmup_start + (1 - config.warmup_start) * step / warmup
-    if config.schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return config.min_lr + (1 - config.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(
+        step,
+        total,
+        warmup,
+        warmup_start=config.warmup_start,
+        min_factor=config.min_lr,
+        schedule="constant" if config.schedule == "constant" else "cosine",
+    )
 
 
 class Trainer:
@@ -110,6 +115,12 @@ class Trainer:
         config: the recipe (a technique's switch already applied; see :func:`train_classifier`).
         technique: the technique's name, recorded in checkpoints.
         on_epoch_end: called as ``on_epoch_end(trainer, epoch, metrics)`` after each epoch's checkpoint is written.
+        loss_fn: the step's loss hook, ``loss_fn(trainer, images, labels, generator) -> (loss, logits)``; the
+            default is the technique's :func:`training_loss`. A defence or a target recipe plugs its own loss in
+            here and keeps the Trainer's resume, AMP, DDP, EMA and schedule.
+
+    Callbacks (as minGPT's): ``trainer.add_callback("on_batch_end", fn)`` calls ``fn(trainer)`` after every
+    optimiser step (``trainer.step``, ``trainer.last_loss`` are set); ``"on_epoch_end"`` after each epoch.
 
     Example:
         >>> trainer = Trainer(model, train_set, test_set, TrainConfig(epochs=2))   # doctest: +SKIP
@@ -124,6 +135,7 @@ class Trainer:
         config: TrainConfig,
         technique: str = "standard",
         on_epoch_end: Callable[[Trainer, int, dict[str, Any]], None] | None = None,
+        loss_fn: LossFn | None = None,
     ) -> None:
         config.validate()
         if len(train_set) == 0:
@@ -133,6 +145,10 @@ class Trainer:
         self.train_set = train_set
         self.test_set = test_set
         self.on_epoch_end = on_epoch_end
+        self.loss_fn = loss_fn
+        self.callbacks: dict[str, list[Callable[[Trainer], None]]] = {"on_batch_end": [], "on_epoch_end": []}
+        self.step = 0
+        self.last_loss = float("nan")
         self.rank, self.world_size, self.local_rank = dist_env()
         self._owns_group = False
         if self.world_size > 1 and not dist.is_initialized():
@@ -164,6 +180,17 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # ---- set-up ---------------------------------------------------------------------------------------------------
+    def add_callback(self, event: str, fn: Callable[[Trainer], None]) -> None:
+        """Call ``fn(trainer)`` on ``event`` (``on_batch_end`` or ``on_epoch_end``)."""
+        if event not in self.callbacks:
+            raise ValueError(f"unknown event {event!r}; events: {', '.join(self.callbacks)}")
+        self.callbacks[event].append(fn)
+
+    def trigger(self, event: str) -> None:
+        """Run the callbacks registered for ``event``."""
+        for fn in self.callbacks[event]:
+            fn(self)
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         groups = _param_groups(self.raw_model, c.weight_decay)
@@ -264,6 +291,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.step = self.epoch * self.steps_per_epoch
 
     # ---- training -------------------------------------------------------------------------------------------------
     @property
@@ -280,7 +308,7 @@ class Trainer:
         cudnn = torch.backends.cudnn
         saved_flags = (cudnn.deterministic, cudnn.benchmark)
         cudnn.deterministic, cudnn.benchmark = c.deterministic, not c.deterministic
-        progress = _progress_bar(c.progress and is_main_process())
+        progress = progress_bar(enabled=c.progress and is_main_process())
         try:
             with progress:
                 task = progress.add_task(
@@ -304,6 +332,7 @@ class Trainer:
                     progress.update(task, info=info)
                     if self.on_epoch_end is not None:
                         self.on_epoch_end(self, self.epoch, metrics)
+                    self.trigger("on_epoch_end")
         finally:
             cudnn.deterministic, cudnn.benchmark = saved_flags
         final = dict(self.history[-1]) if self.history else {}
@@ -338,7 +367,10 @@ class Trainer:
                 break  # DDP: every rank takes the same number of steps
             images = random_translate(images, c.translate, generator).to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            loss, logits = training_loss(self.model, self.raw_model, images, labels, c, generator, self._autocast)
+            if self.loss_fn is not None:
+                loss, logits = self.loss_fn(self, images, labels, generator)
+            else:
+                loss, logits = training_loss(self.model, self.raw_model, images, labels, c, generator, self._autocast)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr"
@@ -353,6 +385,9 @@ class Trainer:
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.raw_model)
+            self.step += 1
+            self.last_loss = float(loss.detach())
+            self.trigger("on_batch_end")
             loss_sum += loss.detach() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
@@ -401,17 +436,3 @@ class Trainer:
 def _as_tuple(value: Any) -> Any:
     """``random.setstate`` needs tuples where a round trip may have produced lists."""
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def _progress_bar(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from robustvision.registry import Registry
 from robustvision.runtime import home_dir
 from robustvision.training.config import TrainConfig
+from robustvision.training.progress import progress_bar
 from robustvision.training.techniques import create_technique
 
 ZOO_CACHE_VERSION = 1  # bump when a change of code (not of config) changes the trained weights
@@ -191,7 +192,7 @@ def ensure_zoo(
     if retrain:
         for member in todo:
             shutil.rmtree(_work_dir(spec, member), ignore_errors=True)
-    bar = _outer_progress(progress and bool(todo))
+    bar = progress_bar(enabled=progress and bool(todo))
     with bar:
         if jobs > 1 and len(todo) > 1:
             _train_parallel(spec, todo, runtime, jobs, bar)
@@ -288,16 +289,3 @@ def _epochs_done(work: Path) -> int:
         return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
     except Exception:  # an unreadable partial checkpoint only affects the progress bar; the Trainer reports it
         return 0
-
-
-def _outer_progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-    )
