@@ -51,7 +51,9 @@ def test_ray_matches_local(bench_checkpoints, tmp_path):
             ca, cb = a.cells().sort_values("cell_key"), b.cells().sort_values("cell_key")
             sa, sb = a.samples(ca["id"].tolist()), b.samples(cb["id"].tolist())
             for ia, ib in zip(ca["id"], cb["id"], strict=True):
-                np.testing.assert_array_equal(sa[int(ia)][1], sb[int(ib)][1])  # identical predictions
+                assert (int(ia) in sa) == (int(ib) in sb)  # some health checks store no per-sample results
+                if int(ia) in sa:
+                    np.testing.assert_array_equal(sa[int(ia)][1], sb[int(ib)][1])  # identical predictions
     finally:
         ray.shutdown()
 

@@ -124,7 +124,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, t
         sys.executable, "-m", "robustvision.cli", "bench", "--preset", "quick",
         "--checkpoints", str(bench_checkpoints), "--models", "lenet5/standard",
         "--noises", f"pgd_linf@{eps}", "--n-examples", "64", "--n-adversarial", "64", "--attack-steps", "3",
-        "--store", str(db), "--out", "", "--threads", "1",
+        "--store", str(db), "--out", "", "--threads", "1", "--no-checks",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     total = 1 + 30
@@ -154,6 +154,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, t
     cfg = load_config(
         "quick", checkpoints=[str(bench_checkpoints)], models=["lenet5/standard"], noises=[f"pgd_linf@{eps}"],
         n_examples=64, n_adversarial=64, attack_steps=3, store=str(tmp_path / "ref.db"), out="", threads=1,
+        checks=False,
     )  # fmt: skip
     with ResultsStore(cfg.store) as ref:
         run_bench(cfg, resolve_models(cfg), ref)

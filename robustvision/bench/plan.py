@@ -161,7 +161,7 @@ class BenchConfig:
     out: str | None = "report.html"
     baseline: str | None = None
     checks: bool = True
-    n_checks: int = 100
+    n_checks: int = 64
 
     def validate(self) -> BenchConfig:
         """Check ranges and closed vocabularies; raises ``ValueError`` naming the bad field."""

@@ -120,7 +120,7 @@ class CheckConfig:
 
 #: The cheap subset the benchmark runs on every model, with its reduced settings (see docs/health-checks.md).
 CHEAP_CHECKS: tuple[str, ...] = ("gradients", "unbounded", "eps_monotone", "apgd_dlr", "square")
-CHEAP_SETTINGS: dict[str, Any] = {"apgd_steps": 20, "square_queries": 100, "eps_grid": (0.25, 0.5, 1.0)}
+CHEAP_SETTINGS: dict[str, Any] = {"apgd_steps": 10, "square_queries": 50, "eps_grid": (0.5, 1.0)}
 
 
 @dataclass

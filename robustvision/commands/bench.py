@@ -54,7 +54,7 @@ def bench(
     checks: bool | None = typer.Option(
         None, "--checks/--no-checks", help="Run the cheap health checks on every model (default: on)."
     ),
-    n_checks: int | None = typer.Option(None, "--n-checks", help="Images the health checks use (default 100)."),
+    n_checks: int | None = typer.Option(None, "--n-checks", help="Images the health checks use (default 64)."),
 ) -> None:
     """Benchmark models against adversarial, natural and system noise; store every number; write the report.
 
