@@ -56,7 +56,10 @@ def main() -> None:
     from robustvision.training import get_preset
 
     torch.set_num_threads(args.threads)
-    members = [m.label for m in get_preset("default").members] if args.models == "all" else args.models.split(",")
+    if args.models == "all":  # standard models first: they are the ones that must not be flagged
+        members = sorted((m.label for m in get_preset("default").members), key=lambda k: not k.endswith("/standard"))
+    else:
+        members = args.models.split(",")
     images, labels, _ = load_eval_data(BenchConfig(dataset="digits", seed=0))
     config = CheckConfig(n_examples=args.n, seed=0)
     surrogates = {}
@@ -68,13 +71,12 @@ def main() -> None:
         return surrogates[other]
 
     jobs = []
-    for label in members:
+    for i, label in enumerate(members):
         model = resolve_model_spec(label)[0]
         jobs.append((label, model, surrogate_for(label)))
-    if not args.no_masked:
-        base = resolve_model_spec(members[0])[0]
-        for mode in ("temperature", "relu"):
-            jobs.append((f"{members[0]} + {mode} mask", MaskedLogits(base, mode=mode), base))
+        if i == 0 and not args.no_masked:  # the negative controls right after the first model
+            for mode in ("temperature", "relu"):
+                jobs.append((f"{label} + {mode} mask", MaskedLogits(model, mode=mode), model))
 
     rows = []
     for label, model, sur in jobs:
