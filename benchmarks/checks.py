@@ -95,7 +95,14 @@ def main() -> None:
                 "checks": report.to_rows(),
             }
         )
-        print(f"{label}: {wall:.1f} s wall, {cpu:.1f} s CPU, warn: {', '.join(report.failed) or '-'}", flush=True)
+        r = rows[-1]
+        print(
+            f"{label}: clean {100 * r['clean']:.1f} %, PGD {100 * r['pgd']:.1f} %, worst {100 * r['worst']:.1f} %; "
+            f"{wall:.1f} s wall, {cpu:.1f} s CPU; warn: {', '.join(report.failed) or '-'}",
+            flush=True,
+        )
+        if args.json:  # written after every model, so an interrupted run keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=2))
 
     print(f"\nrobustvision check: every check, {args.n} digits test images, l-inf eps 8/255, seed 0")
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch threads")
@@ -109,8 +116,6 @@ def main() -> None:
     first = rows[0]
     verdict = "meets" if first["wall_s"] <= TARGET_S else "misses"
     print(f"\n{first['model']}: {first['wall_s']:.1f} s wall vs target {TARGET_S:.0f} s ({verdict} it on this machine)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
