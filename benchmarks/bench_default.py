@@ -3,11 +3,13 @@
 Runs, each in a fresh process so peak memory (max RSS) is measured per step:
 
 1. ``ensure_zoo`` for the bench's zoo preset: trains the default zoo, or reuses the cache (reported as such);
-2. ``robustvision bench --preset <preset>`` into a fresh store, writing the report;
-3. the same command again: the resume path (every cell already stored, so it only plans and reports).
+2. ``robustvision bench --preset <preset>`` into a fresh store, writing the report (health checks included);
+3. the same command again: the resume path (every cell already stored, so it only plans and reports);
+4. the same command with ``--no-checks`` into another fresh store: the cost of the cheap health checks
+   (target: at most 15 % on top of the run without them). ``--skip-no-checks`` leaves this step out.
 
-It then prints the step times, the target, and where the evaluation time went (summed per noise kind from the
-store's per-cell timings).
+It then prints the step times, the targets, and where the evaluation time went (summed per noise kind from the
+store's per-cell timings; ``check`` is the health checks).
 
 Usage::
 
@@ -37,8 +39,9 @@ WRAPPER = """
 import json, resource, subprocess, sys, time
 t = time.perf_counter()
 rc = subprocess.run(sys.argv[1:]).returncode
-print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t,
-                  "max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t, "max_rss_mb": ru.ru_maxrss / 1024,
+                  "cpu_s": ru.ru_utime + ru.ru_stime}))
 """
 
 
@@ -64,6 +67,7 @@ def main() -> None:
     ap.add_argument(
         "--checkpoints", nargs="*", default=None, help="evaluate these checkpoints instead of the zoo (no zoo step)"
     )
+    ap.add_argument("--skip-no-checks", action="store_true", help="do not time the run without health checks")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rv_bench_default_"))
@@ -76,7 +80,7 @@ def main() -> None:
         f"cfg = load_config({args.preset!r}); print(len(zoo_entries(cfg)), 'zoo members')"
     )
     if args.checkpoints:
-        zoo = {"seconds": 0.0, "max_rss_mb": 0.0}
+        zoo = {"seconds": 0.0, "max_rss_mb": 0.0, "cpu_s": 0.0}
     else:
         zoo = measured([sys.executable, "-c", code], env, work, work / "zoo.log")
     bench_cmd = [sys.executable, "-m", "robustvision.cli", "bench", "--preset", args.preset]
@@ -87,6 +91,11 @@ def main() -> None:
         bench_cmd += ["--threads", str(args.threads)]
     first = measured(bench_cmd, env, work, work / "bench.log")
     again = measured(bench_cmd, env, work, work / "resume.log")
+    bare = None
+    if not args.skip_no_checks:
+        bare_cmd = [c if c != str(work / "bench.db") else str(work / "bench_no_checks.db") for c in bench_cmd]
+        bare_cmd = [c if c != str(work / "report.html") else str(work / "report_no_checks.html") for c in bare_cmd]
+        bare = measured([*bare_cmd, "--no-checks"], env, work, work / "bench_no_checks.log")
 
     sys.path.insert(0, str(ROOT))
     from robustvision.bench.store import ResultsStore
@@ -104,12 +113,26 @@ def main() -> None:
     print(f"{'zoo (train or reuse)':<34}{zoo['seconds']:>10.1f}{zoo['max_rss_mb']:>14.0f}")
     print(f"{'bench (evaluate + report)':<34}{first['seconds']:>10.1f}{first['max_rss_mb']:>14.0f}")
     print(f"{'bench again (resume: all stored)':<34}{again['seconds']:>10.1f}{again['max_rss_mb']:>14.0f}")
+    if bare is not None:
+        print(f"{'bench --no-checks (evaluate+report)':<34}{bare['seconds']:>10.1f}{bare['max_rss_mb']:>14.0f}")
     total = zoo["seconds"] + first["seconds"]
     verdict = "meets" if total <= TARGET_S else "misses"
     print(f"zoo + bench: {total:.1f} s vs target {TARGET_S:.0f} s on 2 quiet cores ({verdict} it on this machine)")
+    if bare is not None:
+        extra = first["seconds"] / bare["seconds"] - 1
+        verdict = "meets" if extra <= 0.15 else "misses"
+        extra_cpu = first["cpu_s"] / bare["cpu_s"] - 1
+        print(
+            f"health checks: bench {first['seconds']:.1f} s with, {bare['seconds']:.1f} s without: "
+            f"{100 * extra:+.1f} % wall vs target +15 % ({verdict} it on this machine); CPU time (all processes) "
+            f"{first['cpu_s']:.1f} s with, {bare['cpu_s']:.1f} s without: {100 * extra_cpu:+.1f} %"
+        )
     print(f"\n{len(cells)} cells; evaluation seconds per noise kind (sum of per-cell timings):")
     for kind, row in per_kind.iterrows():
         print(f"  {kind:<12}{int(row['count']):>6} cells{row['sum']:>10.1f} s")
+    if "check" in per_kind.index:
+        share = per_kind.loc["check", "sum"] / per_kind.loc[per_kind.index != "check", "sum"].sum()
+        print(f"  health checks add {100 * share:.1f} % to the evaluation seconds of the other cells")
     print(f"\nstore, report and logs: {work}")
 
 

@@ -33,6 +33,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("robustvision.commands.train", "train"),
     ("robustvision.commands.bench", "bench"),
     ("robustvision.commands.report", "report"),
+    ("robustvision.commands.check", "check"),
+    ("robustvision.commands.card", "card"),
 ]
 
 app = typer.Typer(

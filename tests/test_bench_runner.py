@@ -46,6 +46,7 @@ def small_cfg(ckpts, store, **kw):
         noises=["fgsm", "pgd_linf@8/255", "test_darken@1,4", "test_posterize3", "test_modelswap"],
         out="",
         threads=1,
+        checks=False,  # the health checks have their own tests (test_bench_health.py)
     )
     base.update(kw)
     return load_config("quick", **base)
@@ -129,7 +130,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, t
         sys.executable, "-m", "robustvision.cli", "bench", "--preset", "quick",
         "--checkpoints", str(bench_checkpoints), "--models", "lenet5/standard",
         "--noises", f"pgd_linf@{eps}", "--n-examples", "64", "--n-adversarial", "64", "--attack-steps", "3",
-        "--store", str(db), "--out", "", "--threads", "1",
+        "--store", str(db), "--out", "", "--threads", "1", "--no-checks",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     total = 1 + 30
@@ -159,6 +160,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, t
     cfg = load_config(
         "quick", checkpoints=[str(bench_checkpoints)], models=["lenet5/standard"], noises=[f"pgd_linf@{eps}"],
         n_examples=64, n_adversarial=64, attack_steps=3, store=str(tmp_path / "ref.db"), out="", threads=1,
+        checks=False,
     )  # fmt: skip
     with ResultsStore(cfg.store) as ref:
         run_bench(cfg, resolve_models(cfg), ref)

@@ -41,6 +41,18 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("robust_accuracy", True, "mean_i a_i (adversarial cell)", "robust acc"),
         MetricInfo("ar", True, "sum_i c_i a_i / sum_i c_i (RobustART AR: clean-correct samples that survive)", "AR"),
         MetricInfo("wcar", True, "sum_i c_i prod_k a_i^k / sum_i c_i (survive every attack)", "WCAR"),
+        MetricInfo(
+            "pgd_robust_accuracy",
+            True,
+            "mean_i a_i^PGD: PGD-linf (RobustART settings) at the largest linf budget, on the health checks' images",
+            "PGD acc",
+        ),
+        MetricInfo(
+            "worst_robust_accuracy",
+            True,
+            "mean_i prod_k a_i^k over every linf attack at that budget (bench attacks and health checks), same images",
+            "worst acc",
+        ),
         MetricInfo("corruption_error_lower_better", False, "E_{c,s} = 1 - acc_{c,s}", "CE"),
         MetricInfo("mean_ce_lower_better", False, "mean_{c,s} E_{c,s} (RobustART, unnormalised)", "mean CE"),
         MetricInfo("mce_lower_better", False, "mean_c sum_s E^f_{c,s} / sum_s E^base_{c,s} (Hendrycks)", "mCE"),

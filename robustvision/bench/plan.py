@@ -131,6 +131,8 @@ class BenchConfig:
             process per CPU core, at most 2, for runs of 24+ units, else in-process; Ray: every CPU).
         out: report path written after the run (empty: no report).
         baseline: the model (``name`` or ``name/technique``) that normalises mCE; empty: the first standard model.
+        checks: run the cheap health checks (``robustvision.checks.CHEAP_CHECKS``) on every model.
+        n_checks: images the health checks use (a prefix of the adversarial cells' images).
     """
 
     preset: str = "default"
@@ -158,6 +160,8 @@ class BenchConfig:
     ray_address: str | None = None
     out: str | None = "report.html"
     baseline: str | None = None
+    checks: bool = True
+    n_checks: int = 64
 
     def validate(self) -> BenchConfig:
         """Check ranges and closed vocabularies; raises ``ValueError`` naming the bad field."""
@@ -165,7 +169,7 @@ class BenchConfig:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.executor not in get_args(Executor):
             raise ValueError(f"unknown executor {self.executor!r}; expected local or ray")
-        for name in ("n_examples", "n_adversarial", "n_sequences", "threads", "workers"):
+        for name in ("n_examples", "n_adversarial", "n_sequences", "threads", "workers", "n_checks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "attack_steps"):

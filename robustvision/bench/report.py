@@ -26,6 +26,8 @@ from robustvision.bench.summary import Summary, family_comparison, summarize, te
 LEADERBOARD_COLUMNS = [
     "clean_accuracy",
     "robust_accuracy",
+    "pgd_robust_accuracy",
+    "worst_robust_accuracy",
     "ar",
     "wcar",
     "corruption_accuracy",
@@ -58,6 +60,7 @@ td.txt,th.txt{text-align:left}tr:nth-child(even){background:#fafafa}
 .plot{margin:12px 0}.plot img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:.9em;max-width:900px}.scroll{overflow-x:auto;max-height:600px}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
+.ok{color:#1a7f37;font-weight:bold}.warn{color:#b35900;font-weight:bold}
 """
 
 JS = """
@@ -117,13 +120,27 @@ def table_html(df: pd.DataFrame, text_cols: list[str], cls: str = "sortable") ->
         tds = []
         for c in cols:
             v = row[c]
-            if c in text_cols:
+            if c == "card":  # a relative link to the model's robustness card
+                link = f'<a href="{html.escape(str(v))}">card</a>' if v else "&ndash;"
+                tds.append(f'<td class="txt" data-v="{html.escape(str(v))}">{link}</td>')
+            elif c == "health":
+                tds.append(f'<td class="txt" data-v="{html.escape(str(v))}">{_health(str(v))}</td>')
+            elif c in text_cols:
                 tds.append(f'<td class="txt" data-v="{html.escape(str(v))}">{html.escape(str(v))}</td>')
             else:
                 key = "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.6g}"
                 tds.append(f'<td data-v="{key}">{_fmt(c, v)}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _health(label: str) -> str:
+    """A green tick when every health check passed, else a warning naming the checks that warned."""
+    if label == "ok":
+        return '<span class="ok" title="every health check passed">&#10003;</span>'
+    if label.startswith("warn"):
+        return f'<span class="warn" title="a health check warned">&#9888; {html.escape(label[5:].strip())}</span>'
+    return '<span title="no health checks stored">&ndash;</span>'
 
 
 # ------------------------------------------------------------------------------------------------------ plots
@@ -312,10 +329,30 @@ PLOTS: list[tuple[str, str, Callable, str]] = [
 
 
 # ----------------------------------------------------------------------------------------------------- report
+def _write_cards(summary: Summary, out: Path) -> list[str]:
+    """Write one robustness card per leaderboard row into ``<stem>-cards/``; the relative links, in board order."""
+    from robustvision.bench.card import card_filename, render_card
+
+    folder = out.parent / f"{out.stem}-cards"
+    links = []
+    for _, row in summary.leaderboard.sort_values("clean_accuracy", ascending=False).iterrows():
+        key = (row["dataset"], row["model"], row["technique"])
+        name = card_filename(key)
+        render_card(summary, key, folder / name, back_link=f"../{out.name}")
+        links.append(f"{folder.name}/{name}")
+    return links
+
+
 def render_report(
-    summary: Summary, out: str | Path, *, store_url: str = "", title: str = "robustvision benchmark"
+    summary: Summary,
+    out: str | Path,
+    *,
+    store_url: str = "",
+    title: str = "robustvision benchmark",
+    cards: bool = True,
 ) -> Path:
-    """Write the HTML report and one PNG per plot beside it; returns the HTML path."""
+    """Write the HTML report and one PNG per plot beside it, and (``cards``) one robustness card per model in
+    ``<stem>-cards/``, linked from the leaderboard; returns the HTML path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,9 +369,13 @@ def render_report(
     if cells.empty:
         parts.append("<p>The results store holds no cells yet: run <code>robustvision bench</code> first.</p>")
     else:
-        cols = [c for c in ["model", "technique", "family", *LEADERBOARD_COLUMNS] if c in board.columns]
-        cols += sorted(c for c in board.columns if c.startswith("wcar_level"))
         board = board.sort_values("clean_accuracy", ascending=False)
+        if cards:
+            board = board.assign(card=_write_cards(summary, out))
+        cols = [
+            c for c in ["model", "technique", "family", "health", "card", *LEADERBOARD_COLUMNS] if c in board.columns
+        ]
+        cols += sorted(c for c in board.columns if c.startswith("wcar_level"))
         parts.append("<h2>Leaderboard</h2>")
         parts.append(
             '<p class="note">Click a header to sort. &uarr; higher is better, &darr; lower is better; hover a header '
@@ -346,9 +387,13 @@ def render_report(
                 if summary.baseline
                 else ""
             )
-            + "Flip probability: ImageNet-P sequences; NSD: negative std of accuracy over system-noise settings.</p>"
+            + "Flip probability: ImageNet-P sequences; NSD: negative std of accuracy over system-noise settings. "
+            "Health: the cheap gradient-masking checks (&#10003; all passed, &#9888; names the checks that warned; "
+            "see a model's card); PGD acc is the bench's PGD-l-inf at the largest l-inf budget and worst acc the "
+            "worst case over every l-inf attack at that budget, health checks included, on the same images.</p>"
         )
-        parts.append(f'<div class="scroll">{table_html(board[cols], ["model", "technique", "family"])}</div>')
+        text = ["model", "technique", "family", "health", "card"]
+        parts.append(f'<div class="scroll">{table_html(board[cols], text)}</div>')
         for name, heading, fn, note in PLOTS:
             fig = fn(cells)
             if fig is None:

@@ -41,6 +41,8 @@ class Unit:
     @property
     def label(self) -> str:
         c = self.cells[0]
+        if c.kind == "check":
+            return f"health checks ({c.model}/{c.technique})"
         who = c.model + "/" + c.technique if len(self.cells) == 1 else f"{len(self.cells)} models"
         return f"{c.noise}@{c.severity:.4g} ({who})"
 
@@ -71,8 +73,10 @@ def make_units(cells: Iterable[Cell]) -> list[Unit]:
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
         key = (c.noise, c.severity) if c.model_independent else (c.noise, c.severity, c.model, c.technique)
+        if c.kind == "check":  # a model's health checks share one clean pass and one default PGD
+            key = ("check", c.model, c.technique, c.checkpoint)
         groups.setdefault(key, []).append(c)
-    order = {"clean": 0, "natural": 1, "system": 2, "adversarial": 3}
+    order = {"clean": 0, "natural": 1, "system": 2, "adversarial": 3, "check": 4}
     units = [Unit(tuple(g)) for g in groups.values()]
     return sorted(units, key=lambda u: order.get(u.cells[0].kind, 4))
 
@@ -135,6 +139,12 @@ def evaluate_unit(
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
     first = unit.cells[0]
+    if first.kind == "check":
+        from robustvision.bench.health import evaluate_check_unit
+
+        blob = (blobs or {}).get(first.checkpoint)
+        model = _load_model(first.checkpoint, blob, device)
+        return evaluate_check_unit(unit.cells, images, labels, model, blob)
     n = first.n
     x, y = images[:n], labels[:n]
     records: list[CellRecord] = []
@@ -241,7 +251,7 @@ def local_workers(requested: int, n_units: int, device: str, noises: Iterable[st
 def _packaged_noise(name: str) -> bool:
     from robustvision.noises import NOISES
 
-    if name == CLEAN or name.startswith(IMAGENET_P):
+    if name == CLEAN or name.startswith((IMAGENET_P, "check:")):
         return True
     if name not in NOISES:
         return False
@@ -421,6 +431,11 @@ def run_bench(
     plan = plan_cells(
         cfg, models, image_size=int(images.shape[-1]), channels=int(images.shape[1]), test_size=len(labels)
     )
+    if cfg.checks:
+        from robustvision.bench.health import plan_check_cells
+
+        shape = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1]), "test_size": len(labels)}
+        plan.cells.extend(plan_check_cells(cfg, models, **shape))
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     config = cfg.to_dict()
     store.record_run(

@@ -133,3 +133,28 @@ def resolve_models(cfg: BenchConfig, log: Callable[[str], None] = print) -> list
     """The model variants a config asks for: its checkpoints, or the default zoo; filtered by name/technique."""
     entries = entries_from_paths(cfg.checkpoints) if cfg.checkpoints else zoo_entries(cfg, log)
     return select_models(entries, cfg.models, cfg.techniques)
+
+
+def resolve_model_spec(spec: str, *, zoo_preset: str = "default", device: str = "cpu") -> tuple[Any, dict, str]:
+    """Load one model named on the command line: a checkpoint path (safetensors + JSON card) or a zoo member
+    ``name`` / ``name/technique`` of ``zoo_preset`` (trained first when it is not cached).
+
+    Returns:
+        ``(model in eval mode, model card, "name/technique")``.
+    """
+    from robustvision.models.checkpoints import load_checkpoint
+
+    path = Path(spec)
+    if path.suffix in (".safetensors", ".pt", ".pth") or path.is_file():
+        entry = entry_from_checkpoint(path)
+    else:
+        from robustvision.bench.plan import BenchConfig
+
+        cfg = BenchConfig(models=[spec], zoo_preset=zoo_preset, device=device)
+        entries = zoo_entries(cfg, log=lambda _msg: None)
+        if not entries:
+            raise ValueError(f"no zoo member matches {spec!r} in preset {zoo_preset!r}")
+        std = [e for e in entries if e.technique == "standard"]
+        entry = (std or entries)[0]
+    model, card = load_checkpoint(entry.checkpoint, device=device)
+    return model, card, entry.key

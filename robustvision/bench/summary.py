@@ -6,7 +6,7 @@ times with different configs (say, a quick run and a default run), the most rece
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -32,13 +32,16 @@ class Summary:
     Attributes:
         cells: one row per cell (latest config): identity, family, level, ``n``, ``accuracy`` (or flip
             probability for ImageNet-P), ``ar`` for adversarial cells, ``flip_vs_clean`` for system cells.
-        leaderboard: one row per (dataset, model, technique) with the aggregate metrics of :mod:`metrics`.
+        leaderboard: one row per (dataset, model, technique) with the aggregate metrics of :mod:`metrics`, the
+            ``health`` of the checks (``ok``, ``warn: <checks>``, ``-``) and the PGD / worst-case robust accuracy.
+        checks: the health-check cells (kind ``check``), kept out of ``cells``.
         baseline: the ``model/technique`` that normalises mCE (``None`` without natural cells).
     """
 
     cells: pd.DataFrame
     leaderboard: pd.DataFrame
     baseline: str | None
+    checks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _latest_cells(store: ResultsStore, run_id: str | None, dataset: str | None) -> pd.DataFrame:
@@ -128,6 +131,12 @@ def summarize(
     cells = _latest_cells(store, run_id, dataset)
     if cells.empty:
         return Summary(cells, pd.DataFrame(), None)
+    from robustvision.bench.health import CHECK_KIND, add_health
+
+    checks = cells[cells["kind"] == CHECK_KIND].reset_index(drop=True)
+    cells = cells[cells["kind"] != CHECK_KIND].reset_index(drop=True)
+    if cells.empty:
+        return Summary(cells, pd.DataFrame(), None, checks)
     cells = _derive_sample_metrics(store, cells)
     base = pick_baseline(cells, baseline)
     samples = store.samples(cells[cells["kind"].isin(["clean", "adversarial"])]["id"].tolist())
@@ -174,8 +183,8 @@ def summarize(
             row["nsd"] = spread.nsd
             row["system_flip_lower_better"] = float(sysn["flip_vs_clean"].mean())
         rows.append(row)
-    board = pd.DataFrame(rows)
-    return Summary(cells, board, base)
+    board = add_health(store, pd.DataFrame(rows), cells, checks)
+    return Summary(cells, board, base, checks)
 
 
 def kind_means(cells: pd.DataFrame) -> pd.DataFrame:

@@ -51,6 +51,10 @@ def bench(
     out: str | None = typer.Option(None, "--out", help="Report to write (default report.html; '' for none)."),
     baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
     config: Path | None = typer.Option(None, "--config", help="YAML file of bench config fields."),
+    checks: bool | None = typer.Option(
+        None, "--checks/--no-checks", help="Run the cheap health checks on every model (default: on)."
+    ),
+    n_checks: int | None = typer.Option(None, "--n-checks", help="Images the health checks use (default 64)."),
 ) -> None:
     """Benchmark models against adversarial, natural and system noise; store every number; write the report.
 
@@ -87,6 +91,8 @@ def bench(
             threads=threads,
             out=out,
             baseline=baseline,
+            checks=checks,
+            n_checks=n_checks,
         )
         if cfg.out:
             check_writable_file("--out", cfg.out)

@@ -73,9 +73,13 @@ def leaderboard_table(
     table.add_column("model/technique", no_wrap=True)
     for h in headers:
         table.add_column(h, justify="right", no_wrap=True)
+    health = "health" in board.columns and (board["health"] != "-").any()
+    if health:  # the health checks' verdict: ok, or the checks that warned
+        table.add_column("health")
     if not board.empty:
         for _, row in board.sort_values("clean_accuracy", ascending=False).iterrows():
-            table.add_row(f"{row['model']}/{row['technique']}", *[_cell(c, row[c]) for c in cols])
+            extra = [("[green]ok[/]" if row["health"] == "ok" else f"[yellow]{row['health']}[/]")] if health else []
+            table.add_row(f"{row['model']}/{row['technique']}", *[_cell(c, row[c]) for c in cols], *extra)
     caption = "accuracies, AR, WCAR, FP in %"
     if summary.baseline and "mce_lower_better" in cols:
         caption += f"; mCE baseline: {summary.baseline}"

@@ -1,0 +1,122 @@
+"""Time and verdicts of ``robustvision check`` on zoo models (target: at most 120 s for one small model on 2 cores;
+no standard model flagged; a deliberately masked model flagged).
+
+For each zoo member asked for, runs every health check (RobustART's PGD-20 at l-inf 8/255 as the default attack,
+100 digits test images in the bench's evaluation order, seed 0; the transfer check crafts on lenet5/standard, or
+resnet18/standard for lenet5/standard itself) and prints the verdicts, the clean / PGD / worst-case accuracies and
+the wall and CPU time; then the same for the first model wrapped in a temperature (logits x 1e4) and a ReLU head.
+
+Usage::
+
+    python benchmarks/checks.py                               # lenet5/standard, plain and masked
+    python benchmarks/checks.py --models all --home /tmp/rv   # every member of the default zoo
+
+Wall time depends on what else runs on the machine: the script prints the load average and the process CPU time
+beside it; quote both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TARGET_S = 120.0
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="lenet5/standard", help="comma-separated zoo members, or 'all'")
+    ap.add_argument("--home", default=None, help="ROBUSTVISION_HOME holding (or receiving) the zoo")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=100, help="images checked")
+    ap.add_argument("--no-masked", action="store_true", help="skip the masked negative controls")
+    ap.add_argument("--json", default=None, help="write every result to this JSON file")
+    args = ap.parse_args()
+    if args.home:
+        os.environ["ROBUSTVISION_HOME"] = args.home
+
+    import torch
+
+    from robustvision.bench.plan import BenchConfig
+    from robustvision.bench.runner import load_eval_data
+    from robustvision.bench.sources import resolve_model_spec
+    from robustvision.checks import CheckConfig, MaskedLogits, run
+    from robustvision.training import get_preset
+
+    torch.set_num_threads(args.threads)
+    if args.models == "all":  # standard models first: they are the ones that must not be flagged
+        members = sorted((m.label for m in get_preset("default").members), key=lambda k: not k.endswith("/standard"))
+    else:
+        members = args.models.split(",")
+    images, labels, _ = load_eval_data(BenchConfig(dataset="digits", seed=0))
+    config = CheckConfig(n_examples=args.n, seed=0)
+    surrogates = {}
+
+    def surrogate_for(label: str):
+        other = "resnet18/standard" if label == "lenet5/standard" else "lenet5/standard"
+        if other not in surrogates:
+            surrogates[other] = resolve_model_spec(other)[0]
+        return surrogates[other]
+
+    jobs = []
+    for i, label in enumerate(members):
+        model = resolve_model_spec(label)[0]
+        jobs.append((label, model, surrogate_for(label)))
+        if i == 0 and not args.no_masked:  # the negative controls right after the first model
+            for mode in ("temperature", "relu"):
+                jobs.append((f"{label} + {mode} mask", MaskedLogits(model, mode=mode), model))
+
+    rows = []
+    for label, model, sur in jobs:
+        w0, c0 = time.perf_counter(), cpu_seconds()
+        report = run(model, (images, labels), config=config, surrogate=sur)
+        wall, cpu = time.perf_counter() - w0, cpu_seconds() - c0
+        rows.append(
+            {
+                "model": label,
+                "failed": report.failed,
+                "clean": report.clean_accuracy,
+                "pgd": report.pgd_accuracy,
+                "worst": float(report.worst_case_correct().mean()),
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "checks": report.to_rows(),
+            }
+        )
+        r = rows[-1]
+        print(
+            f"{label}: clean {100 * r['clean']:.1f} %, PGD {100 * r['pgd']:.1f} %, worst {100 * r['worst']:.1f} %; "
+            f"{wall:.1f} s wall, {cpu:.1f} s CPU; warn: {', '.join(report.failed) or '-'}",
+            flush=True,
+        )
+        if args.json:  # written after every model, so an interrupted run keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+
+    print(f"\nrobustvision check: every check, {args.n} digits test images, l-inf eps 8/255, seed 0")
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} torch threads")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{'model':<34}{'clean':>7}{'PGD':>7}{'worst':>7}{'wall s':>8}{'CPU s':>8}  warns")
+    for r in rows:
+        print(
+            f"{r['model']:<34}{100 * r['clean']:>7.1f}{100 * r['pgd']:>7.1f}{100 * r['worst']:>7.1f}"
+            f"{r['wall_s']:>8.1f}{r['cpu_s']:>8.1f}  {', '.join(r['failed']) or '-'}"
+        )
+    first = rows[0]
+    verdict = "meets" if first["wall_s"] <= TARGET_S else "misses"
+    print(f"\n{first['model']}: {first['wall_s']:.1f} s wall vs target {TARGET_S:.0f} s ({verdict} it on this machine)")
+
+
+if __name__ == "__main__":
+    main()
