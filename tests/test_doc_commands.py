@@ -1,10 +1,11 @@
 """The commands the README and docs/*.md show exist: every ``robustvision`` subcommand and option, every
 ``python benchmarks/X.py`` script and option, every ``make`` target. Docs and code cannot drift apart.
 
-Commands come from the shell code blocks (fenced, language ``bash``/``sh``/``shell``/``console`` or none) and from
-inline code spans that start with ``robustvision``, ``python benchmarks/X.py`` or ``make``. Each ``robustvision`` command is parsed by the real click
-command tree (``--help`` of the command it reaches must parse too); benchmark options are read from the scripts'
-``add_argument`` calls without running them. All in-process and fast.
+Commands come from the shell code blocks (fenced, language ``bash``/``sh``/``shell``/``console`` or none) and
+from inline code spans that start with ``robustvision``, ``python benchmarks/X.py`` or ``make``. Each
+``robustvision`` command is parsed by the real click command tree (``--help`` of every command it reaches must
+parse too); benchmark options are read from the scripts' ``add_argument`` calls without running them. All
+in-process and fast.
 """
 
 from __future__ import annotations
