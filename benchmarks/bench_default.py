@@ -110,7 +110,8 @@ def main() -> None:
 
     import torch
 
-    print(f"\nmain job: robustvision bench --preset {args.preset}")
+    models = "".join(f" --models {m}" for m in args.models or [])
+    print(f"\nmain job: robustvision bench --preset {args.preset}{models}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'step':<34}{'wall s':>10}{'peak RSS MB':>14}")

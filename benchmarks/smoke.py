@@ -99,10 +99,11 @@ def main() -> None:
     scripts = [p for p in scripts if not only or p.stem in only]
 
     tmp = Path(tempfile.mkdtemp(prefix="rv_smoke_"))
-    home, work, logs = tmp / "home", tmp / "work", tmp / "logs"
-    for folder in (home, work, logs):
+    home, work, logs, scratch = tmp / "home", tmp / "work", tmp / "logs", tmp / "tmp"
+    for folder in (home, work, logs, scratch):
         folder.mkdir()
-    env = {**os.environ, "ROBUSTVISION_HOME": str(home), "COLUMNS": "160"}
+    # TMPDIR: the benchmarks' own temporary folders go inside ours and leave with it
+    env = {**os.environ, "ROBUSTVISION_HOME": str(home), "TMPDIR": str(scratch), "COLUMNS": "160"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env.pop("ROBUSTVISION_TRACEBACK", None)
     if args.no_shared:
