@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,7 @@ class Outcome:
     status: str  # passed | skipped | failed
     seconds: float
     note: str
+    cpu_seconds: float = 0.0  # user + sys of the benchmark and its children: the figure a shared machine keeps
 
 
 def discover(folder: Path) -> list[Path]:
@@ -46,30 +49,43 @@ def discover(folder: Path) -> list[Path]:
 
 
 def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    """The last line that says something (not a table border)."""
+    lines = [line.strip() for line in text.strip().splitlines() if any(c.isalnum() for c in line)]
     return lines[-1] if lines else "(no output)"
 
 
 def run_one(script: Path, env: dict[str, str], cwd: Path, log: Path, timeout: float) -> Outcome:
     """Run ``script --quick`` and classify it: exit 0 without a traceback passes, exit 77 is skipped."""
-    start = time.perf_counter()
+    start, before = time.perf_counter(), _children_cpu()
+    # its own session, so a timeout ends the benchmark's whole process group (pool workers, CLI children) too
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--quick"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, str(script), "--quick"],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-        )
-        output, rc = proc.stdout, proc.returncode
-    except subprocess.TimeoutExpired as err:
-        output = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
-        rc = None
+        output, _ = proc.communicate(timeout=timeout)
+        rc: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, rc = proc.communicate()[0], None
     seconds = time.perf_counter() - start
     log.write_text(output)
-    name = script.stem
+    outcome = _classify(script.stem, rc, output, seconds, timeout, log)
+    outcome.cpu_seconds = _children_cpu() - before
+    return outcome
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _classify(name: str, rc: int | None, output: str, seconds: float, timeout: float, log: Path) -> Outcome:
     if rc is None:
         return Outcome(name, "failed", seconds, f"timed out after {timeout:.0f} s (log: {log})")
     if TRACEBACK in output:
@@ -117,18 +133,18 @@ def main() -> None:
         print(f"  {script.stem} ...", end=" ", flush=True)
         outcome = run_one(script, env, work, logs / f"{script.stem}.log", args.timeout)
         outcomes.append(outcome)
-        print(f"{outcome.status} ({outcome.seconds:.0f} s)", flush=True)
+        print(f"{outcome.status} ({outcome.seconds:.0f} s, {outcome.cpu_seconds:.0f} CPU-s)", flush=True)
     total = time.perf_counter() - start
 
-    width = max(len(o.name) for o in outcomes) if outcomes else 4
-    print(f"\n{'benchmark':<{width}}  {'status':<8}{'seconds':>8}  note")
+    width = max([len("benchmark"), *(len(o.name) for o in outcomes)])
+    print(f"\n{'benchmark':<{width}}  {'status':<8}{'wall s':>8}{'CPU s':>8}  note")
     for o in outcomes:
-        print(f"{o.name:<{width}}  {o.status:<8}{o.seconds:>8.0f}  {o.note}")
+        print(f"{o.name:<{width}}  {o.status:<8}{o.seconds:>8.0f}{o.cpu_seconds:>8.0f}  {o.note}")
     counts = {s: sum(o.status == s for o in outcomes) for s in ("passed", "skipped", "failed")}
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\n{counts['passed']} passed, {counts['skipped']} skipped, {counts['failed']} failed in {total:.0f} s "
-        f"({os.cpu_count()} CPUs, load average now {load})"
+        f"\n{counts['passed']} passed, {counts['skipped']} skipped, {counts['failed']} failed in {total:.0f} s wall, "
+        f"{sum(o.cpu_seconds for o in outcomes):.0f} CPU-s ({os.cpu_count()} CPUs, load average now {load})"
     )
     if counts["failed"] or args.keep:
         print(f"home, working folder and logs kept in {tmp}")

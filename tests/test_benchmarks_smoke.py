@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,19 @@ def test_smoke_passes_skips_and_fails_each_for_its_reason(tmp_path: Path) -> Non
     assert ok.returncode == 0 and "1 passed, 1 skipped, 0 failed" in ok.stdout, ok.stdout + ok.stderr
     bad = run_smoke("--benchmarks", str(tmp_path), "--only", "okk")
     assert bad.returncode == 2 and "unknown benchmark(s) okk" in bad.stderr
+
+
+def test_smoke_ends_a_hung_benchmark_with_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "child-still-alive"
+    (tmp_path / "_child.py").write_text(f"import pathlib, time\ntime.sleep(4)\npathlib.Path({str(marker)!r}).touch()\n")
+    (tmp_path / "hang.py").write_text(
+        f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, {str(tmp_path / '_child.py')!r}])\n"
+        "time.sleep(60)\n"
+    )
+    out = run_smoke("--benchmarks", str(tmp_path), "--timeout", "2")
+    assert out.returncode == 1 and "timed out after 2 s" in out.stdout, out.stdout + out.stderr
+    time.sleep(4)
+    assert not marker.exists(), "the benchmark's child process outlived the timeout"
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
