@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test test-slow lint clean
+.PHONY: install bench test test-slow smoke lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -ra -m slow
+
+# Every benchmarks/*.py --quick in a temporary ROBUSTVISION_HOME (slow; out of `make test`). SMOKE_ARGS=--no-shared
+# hides ../shared/data, as on a fresh clone without it.
+smoke: install
+	$(BIN)/python benchmarks/smoke.py $(SMOKE_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

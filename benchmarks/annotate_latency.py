@@ -5,6 +5,7 @@ Starts the real server (uvicorn, 127.0.0.1, a free port) on a generated 480x320 
 is the same predictor called directly in-process with the same clicks, measured in the same run.
 
     python benchmarks/annotate_latency.py [--clicks 30] [--backends edgeflow grabcut]
+    python benchmarks/annotate_latency.py --quick     # 5 clicks per backend (a smoke run)
 
 Target: median HTTP round trip under 150 ms on 2 CPU cores.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from _support import print_prerequisites, run
 from rich.console import Console
 from rich.table import Table
 
@@ -50,7 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clicks", type=int, default=30, help="clicks per backend (a new object every 5 clicks)")
     parser.add_argument("--backends", nargs="+", default=None)
+    parser.add_argument("--quick", action="store_true", help="5 clicks per backend (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.clicks = 5
+    print_prerequisites([])
 
     import torch
     import uvicorn
@@ -127,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from _support import fail, print_prerequisites, run
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -104,10 +105,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the same for both libraries)")
     parser.add_argument("--skip-equal-work", action="store_true", help="skip our 10-step AutoAttack row")
     args = parser.parse_args()
+    print_prerequisites(
+        [], data=["MNIST test set when present (../shared/data/mnist), else scikit-learn's bundled digits"]
+    )
     try:
         import torchattacks
     except ImportError:
-        sys.exit("torchattacks is not installed: pip install --no-deps torchattacks  (its requests pin conflicts)")
+        fail("torchattacks (the peer) is not installed: `make install`, or pip install --no-deps torchattacks==3.5.1")
     torch.set_num_threads(args.threads)
     n = 50 if args.quick else args.n
     name, xtr, ytr, xte, yte = load_data()
@@ -185,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

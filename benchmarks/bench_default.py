@@ -14,7 +14,8 @@ store's per-cell timings; ``check`` is the health checks).
 Usage::
 
     python benchmarks/bench_default.py                   # the main job as `make bench` runs it
-    python benchmarks/bench_default.py --preset quick    # a fast smoke run
+    python benchmarks/bench_default.py --preset quick    # the quick preset on the whole default zoo
+    python benchmarks/bench_default.py --quick           # smoke run: quick preset, two zoo members
     python benchmarks/bench_default.py --home /tmp/rv    # ROBUSTVISION_HOME holding (or receiving) the zoo
 
 Numbers depend on the machine and on what else runs on it; quote them with the hardware and the load.
@@ -31,8 +32,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _support import fail, print_prerequisites, run
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 600.0
+# --quick: the two zoo members zoo_train.py --quick trains, evaluated with the quick preset
+QUICK_MODELS = ["lenet5/standard", "mixer_tiny/standard"]
 
 # Runs a command and reports its own wall time and its children's peak RSS on the last line of stdout.
 WRAPPER = """
@@ -54,7 +59,8 @@ def measured(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> dict:
     stats = json.loads(lines[-1])
     log.write_text(log.read_text() + "\n".join(lines[:-1]))
     if stats["rc"] != 0:
-        raise SystemExit(f"step failed (exit {stats['rc']}): {' '.join(cmd)}\nsee {log}")
+        last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
+        fail(f"step failed (exit {stats['rc']}): {' '.join(cmd)}: {last} (full log: {log})")
     return stats
 
 
@@ -68,7 +74,13 @@ def main() -> None:
         "--checkpoints", nargs="*", default=None, help="evaluate these checkpoints instead of the zoo (no zoo step)"
     )
     ap.add_argument("--skip-no-checks", action="store_true", help="do not time the run without health checks")
+    ap.add_argument("--models", nargs="*", default=None, help="zoo members to train and evaluate (default: all)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: --preset quick --models " + " ".join(QUICK_MODELS))
     args = ap.parse_args()
+    if args.quick:
+        args.preset, args.models = "quick", args.models or QUICK_MODELS
+        args.skip_no_checks = True  # a smoke run times one bench, not the health checks' overhead
+    print_prerequisites([])
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rv_bench_default_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -77,7 +89,7 @@ def main() -> None:
         env["ROBUSTVISION_HOME"] = args.home
     code = (
         "from robustvision.bench.plan import load_config; from robustvision.bench.sources import zoo_entries;"
-        f"cfg = load_config({args.preset!r}); print(len(zoo_entries(cfg)), 'zoo members')"
+        f"cfg = load_config({args.preset!r}, models={args.models or []!r}); print(len(zoo_entries(cfg)), 'zoo members')"
     )
     if args.checkpoints:
         zoo = {"seconds": 0.0, "max_rss_mb": 0.0, "cpu_s": 0.0}
@@ -86,6 +98,8 @@ def main() -> None:
     bench_cmd = [sys.executable, "-m", "robustvision.cli", "bench", "--preset", args.preset]
     for ck in args.checkpoints or []:
         bench_cmd += ["--checkpoints", ck]
+    for m in args.models or []:
+        bench_cmd += ["--models", m]
     bench_cmd += ["--store", str(work / "bench.db"), "--out", str(work / "report.html")]
     if args.threads:
         bench_cmd += ["--threads", str(args.threads)]
@@ -106,7 +120,8 @@ def main() -> None:
 
     import torch
 
-    print(f"\nmain job: robustvision bench --preset {args.preset}")
+    models = "".join(f" --models {m}" for m in args.models or [])
+    print(f"\nmain job: robustvision bench --preset {args.preset}{models}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'step':<34}{'wall s':>10}{'peak RSS MB':>14}")
@@ -137,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -21,7 +21,7 @@ about twice as fast as torch's on one thread. On a GPU the casts are torch's, on
 
 Usage:
     python benchmarks/corruptions.py            # 16 images, severity 3, every corruption
-    python benchmarks/corruptions.py --quick    # 8 images
+    python benchmarks/corruptions.py --quick    # 8 images, one timed run per side (a smoke run)
     python benchmarks/corruptions.py --images 32 --severity 5 --only glass_blur,fog
 
 Needs ``pip install imagecorruptions 'setuptools<81'`` (pkg_resources) for the reference column.
@@ -37,6 +37,7 @@ import warnings
 import cv2
 import numpy as np
 import torch
+from _support import print_prerequisites, run
 from rich.console import Console
 from rich.table import Table
 
@@ -163,8 +164,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument("--repeats", type=int, default=3, help="best of at least this many runs (machine-load noise)")
     parser.add_argument("--min-time", type=float, default=1.0, help="repeat each side for at least this many seconds")
-    parser.add_argument("--quick", action="store_true", help="8 images")
+    parser.add_argument("--quick", action="store_true", help="8 images, one timed run per side (a smoke run)")
     args = parser.parse_args()
+    print_prerequisites([])
+    if args.quick:
+        args.repeats, args.min_time = 1, 0.0
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     n = 8 if args.quick else args.images
@@ -199,4 +203,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

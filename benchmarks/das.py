@@ -1,9 +1,15 @@
 """DAS benchmark: car accuracy / detector AP@0.5 under original paint, random paint, the seed pattern, a naive
 (classification-only) adversarial texture and DAS, on held-out views; transfer matrix; naturalness; time/step.
 
-Usage (after `robustvision das dataset --out runs/das` and `robustvision das train --data runs/das`):
+The targets come from `robustvision das dataset` and `robustvision das train`: the full run prints the commands of
+the reported figures (docs/physical-attack.md, "Reproduce") and reads their models from ``--data``. ``--quick``
+without ``--data`` builds small targets itself, once, under ``$ROBUSTVISION_HOME/benchmarks/das_quick``
+(160 + 40 rendered images, seed 0; 3 epochs, seed 0), on the DAS Audi when ``../shared/data/das_car`` is present,
+else on the generated car.
+
+Usage:
     python benchmarks/das.py --data runs/das --views 100 --train-views 160 --steps 300 --batch-size 8
-Quick mode (smoke test, a few views and steps): python benchmarks/das.py --data runs/das --quick
+    python benchmarks/das.py --quick        # smoke test: a few views and steps, targets built on first use
 
 Issue 5's target, printed beside our numbers: DAS lowers the attacked model's car accuracy by >= 40 points vs the
 original paint and by >= 20 points on unseen architectures, with a better naturalness than the naive attack.
@@ -14,17 +20,58 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _support import cli, fail, print_prerequisites, run
 
 from robustvision.physical.attack import AttackConfig, optimize_texture
 from robustvision.physical.dataset import load_backgrounds, load_car_assets, make_views, original_texture
 from robustvision.physical.evaluation import evaluate_texture
 from robustvision.physical.targets import load_model
 from robustvision.physical.texture import CubeTexture, create_texture, random_cube_colors
+from robustvision.runtime import home_dir, shared_data_dir
+
+EXT = "EXT=../shared/data/das_car/fca_car_assets/exterior_face.txt"
+# The targets of the reported figures (docs/physical-attack.md, "Reproduce"), in order.
+FULL_PREREQUISITES = [
+    EXT,
+    "robustvision das dataset --out runs/das --train-size 900 --test-size 240 --image-size 64 --faces $EXT",
+    "for s in 30 31 32 33 34 35; do robustvision das dataset --out runs/das_more/$s --train-size 1000 "
+    "--test-size 0 --seed $s --faces $EXT; done",
+    "robustvision das train --data runs/das --epochs 10 --models das_resnet --no-detector",
+    'robustvision das train --data runs/das --epochs 5 --models ""',
+    "robustvision das train --data runs/das --epochs 30 --lr 1e-3 --shift 4 --models das_vit,das_mixer "
+    "--no-detector --extra-data $(ls runs/das_more/*/train.pt | paste -sd,)",
+]
+QUICK_DATA = ["das", "dataset", "--train-size", "160", "--test-size", "40", "--image-size", "64", "--seed", "0"]
+QUICK_TRAIN = ["das", "train", "--epochs", "3", "--seed", "0"]
+
+
+def quick_data_dir() -> Path:
+    """Where ``--quick`` keeps its small targets: one folder per car under ``$ROBUSTVISION_HOME``."""
+    shared = shared_data_dir()
+    audi = shared is not None and (shared / "das_car" / "audi_et_te.obj").is_file()
+    return home_dir() / "benchmarks" / "das_quick" / ("audi" if audi else "procedural")
+
+
+def quick_commands(data: Path, names: list[str]) -> list[list[str]]:
+    """The seeded recipe of the ``--quick`` targets (docs/physical-attack.md, "Reproduce")."""
+    return [[*QUICK_DATA, "--out", str(data)], [*QUICK_TRAIN, "--data", str(data), "--models", ",".join(names)]]
+
+
+def build_quick_targets(data: Path, names: list[str]) -> None:
+    """Build the ``--quick`` targets unless every checkpoint is already cached in ``data``."""
+    wanted = [data / "models" / f"{n}.safetensors" for n in [*names, "detector"]]
+    if all(p.is_file() and p.with_suffix(".json").is_file() for p in wanted):
+        print(f"targets: {data / 'models'} (cached)", flush=True)
+        return
+    print(f"targets: building small ones in {data}", flush=True)
+    for cmd in quick_commands(data, names):
+        cli(cmd)
 
 
 def _attack_job(job: tuple) -> tuple[str, dict, float, float]:
@@ -62,7 +109,12 @@ def _pts(x: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("runs/das"), help="folder with models/ from `das train`")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with models/ from `das train` (default: runs/das; --quick: small targets built on first use)",
+    )
     ap.add_argument("--models", default="das_resnet,das_vit,das_mixer")
     ap.add_argument("--views", type=int, default=100, help="held-out evaluation views")
     ap.add_argument(
@@ -104,10 +156,24 @@ def main() -> None:
         "--save-textures", type=Path, default=None, help="write each optimised texture here (`das evaluate` format)"
     )
     args = ap.parse_args()
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.quick:
         args.views, args.train_views, args.steps = 12, 8, 10
-
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.data is None:
+            args.data = quick_data_dir()
+            print_prerequisites([shlex.join(["robustvision", *c]) for c in quick_commands(args.data, names)])
+            build_quick_targets(args.data, names)
+        else:
+            print_prerequisites(FULL_PREREQUISITES)
+    else:
+        print_prerequisites(FULL_PREREQUISITES)
+    args.data = args.data or Path("runs/das")
+    missing = [n for n in names if not (args.data / "models" / f"{n}.safetensors").is_file()]
+    if missing:
+        fail(
+            f"no target checkpoint for {', '.join(missing)} in {args.data / 'models'}: run the prerequisite commands "
+            "above (`das dataset`, then `das train`), or --quick, which builds small targets itself"
+        )
     classifiers = {n: load_model(args.data / "models" / f"{n}.safetensors")[0] for n in names}
     det_path = args.data / "models" / "detector.safetensors"
     detector = load_model(det_path)[0] if det_path.is_file() else None
@@ -280,4 +346,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -126,13 +126,20 @@ def main() -> None:
     parser.add_argument("--out-dir", default="runs/gbn_mnist", help="checkpoints and results.json ('' for none)")
     args = parser.parse_args()
 
+    from _support import missing_data, print_prerequisites
+
     from robustvision.runtime import shared_data_dir
 
+    print_prerequisites([], data=["MNIST test set (t10k-*-idx*-ubyte[.gz]): ../shared/data/mnist or --root"])
     root = args.root
     if root is None:
         shared = shared_data_dir()
-        if shared is None:
-            parser.error("no --root given and ../shared/data not found (set ROBUSTVISION_SHARED_DATA)")
+        if shared is None or not (shared / "mnist").is_dir():
+            missing_data(
+                "MNIST (../shared/data/mnist: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)",
+                "https://yann.lecun.com/exdb/mnist/ or any mirror",
+                "--root DIR",
+            )
         root = str(shared / "mnist")
     mode = "quick" if args.quick else "medium" if args.medium else "full"
     opts = dict(SETTINGS[mode])
@@ -202,4 +209,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _support import run
+
+    run(main)

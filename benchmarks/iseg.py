@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 import yaml
+from _support import missing_data, print_prerequisites, run
 
+from robustvision.runtime import shared_data_dir
 from robustvision.segmentation.interactive import create_predictor, evaluate_dataset
 from robustvision.segmentation.interactive.data import load_grabcut
 from robustvision.segmentation.interactive.predictor import WEIGHTS_DIR
@@ -58,6 +60,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     limit = 5 if args.quick else args.limit
+    print_prerequisites([], data=["GrabCut (data_GT/ + boundary_GT/): ../shared/data/grabcut or --root"])
+    if args.root is None:
+        shared = shared_data_dir()
+        if shared is None or not (shared / "grabcut" / "data_GT").is_dir():
+            missing_data(
+                "the GrabCut evaluation set (../shared/data/grabcut: data_GT/ + boundary_GT/)",
+                "https://github.com/flandrade/dataset-interactive-algorithms (RITM/f-BRS layout)",
+                "--root DIR",
+            )
     samples = load_grabcut(args.root, limit=limit)
     checkpoints = {"edgeflow": args.edgeflow, "edgeflow_noedge": args.noedge}
     overrides = {}
@@ -109,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _support import print_prerequisites, run
 
 from robustvision.segmentation.uda import (
     CLASS_NAMES,
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 seed, 60+40 steps, small sets")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_uda.json"))
     args = ap.parse_args()
+    print_prerequisites([])
     if args.quick:
         args.seeds, args.warmup, args.iters, args.n_source, args.n_target, args.n_eval = [0], 60, 40, 32, 32, 16
     torch.set_num_threads(args.threads)
@@ -166,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _support import fail, print_prerequisites, run
+
 TARGET_S = 600.0
 
 
@@ -42,7 +44,8 @@ def run_zoo(home: Path, only: list[str]) -> dict:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        sys.exit(f"zoo train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        fail(f"`{' '.join(cmd[2:])}` failed (exit {proc.returncode}): {last}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": after.ru_maxrss / 1024, "stdout": proc.stdout}
 
@@ -138,6 +141,7 @@ def main() -> None:
     parser.add_argument("--peer-only", action="store_true", help="only the Trainer-vs-bare-loop comparison")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    print_prerequisites([])
     if args.peer_only:
         peer()
         return
@@ -167,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

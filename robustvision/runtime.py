@@ -102,11 +102,16 @@ def home_dir() -> Path:
 
 
 def shared_data_dir() -> Path | None:
-    """``$ROBUSTVISION_SHARED_DATA`` or the ``../shared/data`` beside the project checkout, if present."""
+    """``$ROBUSTVISION_SHARED_DATA`` or the ``../shared/data`` beside the project checkout, if present.
+
+    A non-empty ``$ROBUSTVISION_SHARED_DATA`` is authoritative: when it names no folder (``none``, say) the shared
+    data counts as absent, which is how a run without ``../shared`` is simulated on a machine that has it.
+    """
     env = os.environ.get("ROBUSTVISION_SHARED_DATA")
-    candidates = [Path(env)] if env else []
+    if env:
+        return Path(env) if Path(env).is_dir() else None
     here = Path(__file__).resolve().parent.parent
-    candidates += [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    candidates = [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
     for c in candidates:
         if c.is_dir():
             return c

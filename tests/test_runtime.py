@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from robustvision.runtime import on_torch_thread
+from robustvision.runtime import on_torch_thread, shared_data_dir
 
 
 def test_every_caller_runs_on_one_torch_thread():
@@ -37,3 +37,13 @@ def test_a_missing_extra_names_its_install():
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'robustvision\[physical\]'"):
         require_extra("no_such_module_for_robustvision", "physical")
     assert require_extra("json", "bench").dumps([1]) == "[1]"
+
+
+def test_a_set_shared_data_variable_is_authoritative(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTVISION_SHARED_DATA", str(tmp_path))
+    assert shared_data_dir() == tmp_path
+    # a name that is no folder hides ../shared/data even where it exists (how `make smoke` simulates a fresh clone)
+    monkeypatch.setenv("ROBUSTVISION_SHARED_DATA", "none")
+    assert shared_data_dir() is None
+    monkeypatch.setenv("ROBUSTVISION_SHARED_DATA", str(tmp_path / "absent"))
+    assert shared_data_dir() is None
