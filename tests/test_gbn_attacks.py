@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustvision.defenses.attacks import l1_topk_direction, lp_pgd, msd_perturb
+from robustvision.defenses.attacks import msd_perturb
+from robustvision.noises.adversarial import l1_topk_direction
+from robustvision.noises.l1_topk import lp_pgd
 from robustvision.defenses.gbn import REFERENCE_GBN_LAYOUT, convert_to_gbn, route_domain
 from robustvision.defenses.multi_perturbation import AttackSettings, StepContext, pgd_examples
 from robustvision.models import create_model

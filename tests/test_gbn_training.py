@@ -56,7 +56,7 @@ def _config(method: str, **kw) -> DefenseConfig:
 
 
 def test_methods_registry_lists_every_method():
-    assert set(list_methods()) == {"standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "gbn"}
+    assert set(list_methods()) == {"standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "eat", "gbn"}
 
 
 @pytest.mark.parametrize("method", ["standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "gbn"])

@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import robustvision.defenses.attacks  # noqa: F401  (registers pgd_l1_topk)
 from robustvision.defenses.attacks import NORMS, GateSteeringPGD, check_norm
 from robustvision.defenses.gbn import gbn_layers, route_domain
 from robustvision.noises.adversarial import lp_norm
