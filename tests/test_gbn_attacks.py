@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from robustvision.defenses.attacks import msd_perturb
-from robustvision.noises.adversarial import l1_topk_direction
-from robustvision.noises.l1_topk import lp_pgd
 from robustvision.defenses.gbn import REFERENCE_GBN_LAYOUT, convert_to_gbn, route_domain
 from robustvision.defenses.multi_perturbation import AttackSettings, StepContext, pgd_examples
 from robustvision.models import create_model
 from robustvision.noises import create_noise
-from robustvision.noises.adversarial import lp_norm
+from robustvision.noises.adversarial import l1_topk_direction, lp_norm
+from robustvision.noises.l1_topk import lp_pgd
 
 BUDGETS = {"l1": 10.0, "l2": 2.0, "linf": 0.3}
 TOL = {"l1": 1e-3, "l2": 1e-5, "linf": 1e-6}

@@ -118,7 +118,8 @@ class GateSteeringPGD:
     ) -> None:
         from robustvision.defenses.gbn import gbn_layers
 
-        self.layers = [m for _, m in gbn_layers(model)]
+        # Tied layers (gate once) have no gate of their own: steering the first gate steers them too.
+        self.layers = [m for _, m in gbn_layers(model) if m.gate_source is None]
         if not self.layers:
             raise ValueError("the gate-steering attack needs a model with GatedBatchNorm layers")
         self.model = model

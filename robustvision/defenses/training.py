@@ -57,7 +57,6 @@ from robustvision.models.checkpoints import load_state, read_card, save_checkpoi
 from robustvision.models.wrappers import ImageClassifier
 from robustvision.runtime import make_generator, resolve_device, seed_everything
 
-
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
 
 # Recipe name -> the DefenseConfig fields it sets (the attack settings are built by ``_recipe_attack``).

@@ -44,6 +44,7 @@ def check_norm(norm: str) -> Norm:
         raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     return norm  # type: ignore[return-value]
 
+
 # RobustART's three budgets per norm ("small", "medium", "large"), for 3 x 224 x 224 images in [0, 1].
 ROBUSTART_BUDGETS: dict[str, tuple[float, float, float]] = {
     "linf": (0.5 / 255, 2 / 255, 8 / 255),
