@@ -41,7 +41,7 @@ SETTINGS = {
     "medium": {"recipe": "fast", "epochs": 2, "attack_steps": 5, "n_train": 8000, "n_eval": 300, "preset": "bench"},
     "full": {"recipe": "fast", "epochs": 6, "attack_steps": 10, "n_train": 8000, "n_eval": 1000, "preset": "bench"},
     # The largest budget that fits about an hour of a shared 2-core CPU for all eight methods (see the docs).
-    "long": {"recipe": "reference", "epochs": 5, "attack_steps": 10, "n_train": 8000, "n_eval": 500, "preset": "bench"},
+    "long": {"recipe": "reference", "epochs": 3, "attack_steps": 10, "n_train": 8000, "n_eval": 500, "preset": "bench"},
 }
 VARIANT_FLAGS = {"mix": {"gate_adversary": "mixture"}, "once": {"gate_once": True}}
 
