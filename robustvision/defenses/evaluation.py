@@ -1,6 +1,6 @@
 """Multi-perturbation robustness evaluation: per-norm and union accuracy, adaptive attacks on GBN, gate accuracy.
 
-Protocol (MSD's, which GBN follows; notes/gbn.md section 6):
+Protocol (MSD's, Maini et al. 2020, which GBN follows; GBN's released `multi_att_gbn.py` uses the same union rule):
 
 - **Per-norm robust accuracy**: a sample counts for norm ``p`` only if it is classified correctly clean *and*
   under every attack of norm ``p``. Attacks are named by their noise-registry name (``pgd_linf``, ``apgd_l2``,
