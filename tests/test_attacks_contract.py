@@ -29,6 +29,7 @@ FAST = {
     "pgd_linf": {"steps": 3},
     "pgd_l2": {"steps": 3},
     "pgd_l1": {"steps": 3},
+    "pgd_l1_topk": {"steps": 3},
     "mim_linf": {"steps": 3},
     "apgd_ce": {"steps": 4},
     "apgd_dlr": {"steps": 4},

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_gbn_lenet
 
-from robustvision.defenses.attacks import l1_topk_direction, lp_pgd, msd_perturb
-from robustvision.defenses.gbn import REFERENCE_GBN_LAYOUT, convert_to_gbn, route_domain
+from robustvision.defenses.attacks import msd_perturb
+from robustvision.defenses.gbn import route_domain
 from robustvision.defenses.multi_perturbation import AttackSettings, StepContext, pgd_examples
-from robustvision.models import create_model
 from robustvision.noises import create_noise
-from robustvision.noises.adversarial import lp_norm
+from robustvision.noises.adversarial import l1_topk_direction, lp_norm
+from robustvision.noises.l1_topk import lp_pgd
 
 BUDGETS = {"l1": 10.0, "l2": 2.0, "linf": 0.3}
 TOL = {"l1": 1e-3, "l2": 1e-5, "linf": 1e-6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small nets run fastest on one thread when the CPU is shared (two threads thrash under load)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +31,7 @@ def batch():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = create_model("lenet5", in_chans=1, image_size=28)
-    convert_to_gbn(m, ["net.bn1", "net.bn2"], gates=REFERENCE_GBN_LAYOUT["lenet5"])
-    return m.eval()
+    return make_gbn_lenet()
 
 
 def _inside(adv, x, norm, eps):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from robustvision.cli import app
@@ -14,12 +13,7 @@ from robustvision.errors import UserError
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.shared_data
@@ -42,6 +36,8 @@ def test_defend_method_trains_and_evaluate_reports(shared_data, tmp_path):
     assert report["n"] == 16 and report["is_gbn"] and set(report["per_norm"]) == {"l1", "l2", "linf"}
     assert report["union"] <= min(report["per_norm"].values()) <= report["clean"]
     assert "gate net.bn1" in result.output
+    assert "perfect routing" in result.output and "routing of end-to-end examples" in result.output
+    assert report["perfect_routing_union"] is not None and set(report["routing"]) >= {"clean", "linf"}
     # A domain list that does not match the checkpoint.
     result = runner.invoke(app, ["defend", "evaluate", str(ckpt), "--domains", "l1,l2,linf", "--n", "4"])
     assert isinstance(result.exception, UserError)
@@ -55,6 +51,9 @@ def test_defend_method_trains_and_evaluate_reports(shared_data, tmp_path):
         (["--method", "gbm"], "did you mean 'gbn'"),
         (["--method", "gbn", "--layers", "net.bn7"], "layer 'net.bn7' does not exist"),
         (["--eps", "l2"], "must look like NORM=VALUE"),
+        (["--recipe", "referense"], "unknown recipe 'referense'; did you mean 'reference'"),
+        (["--gate-adversary", "mixtur"], "unknown gate adversary 'mixtur'; did you mean 'mixture'"),
+        (["--method", "max", "--gate-once"], "apply to --method gbn only"),
     ],
 )
 def test_bad_training_input_is_one_clear_error(tmp_path, args, message):
@@ -67,5 +66,5 @@ def test_bad_training_input_is_one_clear_error(tmp_path, args, message):
 def test_methods_lists_every_method():
     result = runner.invoke(app, ["defend", "methods"])
     assert result.exit_code == 0
-    for name in ("gbn", "avg", "max", "msd", "pgd_linf", "standard"):
+    for name in ("gbn", "avg", "max", "msd", "eat", "pgd_linf", "standard"):
         assert name in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_gbn_lenet
 
 from robustvision.defenses.evaluation import (
     ATTACK_PRESETS,
@@ -15,7 +16,6 @@ from robustvision.defenses.evaluation import (
     gate_accuracy,
     parse_attack,
 )
-from robustvision.defenses.gbn import REFERENCE_GBN_LAYOUT, convert_to_gbn
 from robustvision.models import create_model
 from robustvision.noises.base import NOISES
 from robustvision.registry import UnknownNameError
@@ -28,13 +28,7 @@ QUICK = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small nets run fastest on one thread when the CPU is shared (two threads thrash under load)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +42,8 @@ def data():
     return model, x, y
 
 
-def _gbn(model):
-    gbn = create_model("lenet5", in_chans=1, image_size=28)
-    gbn.load_state_dict(model.state_dict())
-    return convert_to_gbn(gbn, ["net.bn1", "net.bn2"], gates=REFERENCE_GBN_LAYOUT["lenet5"]).eval()
+def _gbn(model, **kwargs):
+    return make_gbn_lenet(state=model.state_dict(), **kwargs)
 
 
 def test_union_is_below_every_norm_and_norms_below_clean(data):

@@ -20,14 +20,7 @@ from robustvision.defenses.gbn import (
 )
 from robustvision.models import create_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small nets run fastest on one thread when the CPU is shared (two threads thrash under load)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scramble_branches(layer) -> None:

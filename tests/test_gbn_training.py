@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_toy_bars
 
 from robustvision.data.base import TensorClassificationDataset
 from robustvision.defenses.gbn import gbn_layers
@@ -21,23 +22,11 @@ from robustvision.registry import UnknownNameError
 SMALL_EPS = {"l1": 2.0, "l2": 0.5, "linf": 0.05}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small nets run fastest on one thread when the CPU is shared (two threads thrash under load)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy(n: int = 96, seed: int = 0) -> TensorClassificationDataset:
-    """Four classes, each a bright bar in its own place on a dim noisy 28x28 background."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 4
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
-    for c in range(4):
-        x[y == c, :, 4 + 5 * c : 8 + 5 * c, 6:22] = 0.9
-    return TensorClassificationDataset("toy", "train", x, y, ["a", "b", "c", "d"])
+    return make_toy_bars(n, seed)
 
 
 def _config(method: str, **kw) -> DefenseConfig:
@@ -56,7 +45,7 @@ def _config(method: str, **kw) -> DefenseConfig:
 
 
 def test_methods_registry_lists_every_method():
-    assert set(list_methods()) == {"standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "gbn"}
+    assert set(list_methods()) == {"standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "eat", "gbn"}
 
 
 @pytest.mark.parametrize("method", ["standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "gbn"])

@@ -10,7 +10,6 @@ from fractions import Fraction
 CLEAN = "clean"
 IMAGENET_P = "imagenet_p"
 KINDS: tuple[str, ...] = ("adversarial", "natural", "system")
-NORMS: tuple[str, ...] = ("linf", "l2", "l1")
 
 
 def check_natural_severity(severity: object) -> int:
@@ -90,6 +89,8 @@ def noise_kind(name: str) -> str:
 
 def noise_norm(name: str) -> str:
     """The threat-model norm of an adversarial noise (registry metadata, else the name's suffix)."""
+    from robustvision.noises.adversarial import NORMS  # the package's one norm vocabulary
+
     meta = _noises_registry().meta(name)
     norm = meta.get("norm")
     if norm in NORMS:

@@ -47,20 +47,27 @@ def _progress(counted: bool = True) -> Progress:
 
 
 def train(
-    method: str = typer.Option("gbn", help="gbn | avg | max | msd | pgd_linf | pgd_l2 | pgd_l1 | standard."),
+    method: str = typer.Option("gbn", help="gbn | avg | max | msd | eat | pgd_linf | pgd_l2 | pgd_l1 | standard."),
+    recipe: str = typer.Option("fast", help="fast | reference (the GBN authors' training; see docs/defense-gbn.md)."),
     dataset: str = typer.Option("mnist", help="Data set (its source split is cut into train/test with --seed)."),
     root: Path | None = typer.Option(None, help="Data folder, e.g. ../shared/data/mnist."),
     arch: str | None = typer.Option(None, help="Zoo architecture (default: lenet5 for mnist, resnet18 otherwise)."),
     out: Path | None = typer.Option(None, help="Checkpoint path (default runs/defend/<dataset>_<method>.safetensors)."),
     epochs: int = typer.Option(5, help="Epochs."),
     batch_size: int = typer.Option(64, help="Batch size."),
-    lr: float = typer.Option(0.05, help="SGD learning rate (cosine-annealed)."),
-    attack_steps: int = typer.Option(10, help="Iterations of every training attack (and of MSD)."),
+    lr: float | None = typer.Option(None, help="SGD learning rate (default: the recipe's, fast 0.05, reference 0.1)."),
+    attack_steps: int | None = typer.Option(
+        None, help="Iterations of every training attack (fast: 10; reference: its own 50/100/50, else rescaled)."
+    ),
     norms: str = typer.Option("l1,l2,linf", help="Perturbation types to train against."),
     eps: list[str] = typer.Option([], help="Budget override NORM=VALUE (repeatable); default: the data set's."),
     layers: str | None = typer.Option(None, help="GBN: comma-separated BatchNorm layers to convert."),
     clean_branch: bool = typer.Option(True, help="GBN: keep a clean branch."),
-    eps_ramp_epochs: float = typer.Option(1.0, help="Budgets ramp from 0 over this many epochs."),
+    gate_adversary: str = typer.Option(
+        "branch", help="GBN: 'branch' (each norm attacks its own branch) or 'mixture' (also end to end)."
+    ),
+    gate_once: bool = typer.Option(False, help="GBN: gate once at the first layer and reuse the decision deeper."),
+    eps_ramp_epochs: float | None = typer.Option(None, help="Budgets ramp from 0 over this many epochs (recipe's)."),
     test_fraction: float = typer.Option(0.2, help="Held-out fraction of the source split (MNIST: 8000/2000)."),
     source_split: str = typer.Option("test", help="Split to cut (the shared data has only MNIST's test set)."),
     max_steps: int | None = typer.Option(None, help="Cap on batches per epoch (smoke runs)."),
@@ -72,19 +79,21 @@ def train(
     with user_errors():
         import torch
 
-        from robustvision.defenses.multi_perturbation import AttackSettings
         from robustvision.defenses.training import (
             DefenseConfig,
             build_model,
             save_defense,
             split_dataset,
             train_defense,
+            validation_part,
         )
 
         if threads:
             torch.set_num_threads(threads)
         arch = arch or ("lenet5" if dataset == "mnist" else "resnet18")
-        config = DefenseConfig(
+        config = DefenseConfig.from_recipe(
+            recipe,
+            attack_steps=attack_steps,
             method=method,
             dataset=dataset,
             arch=arch,
@@ -94,8 +103,9 @@ def train(
             batch_size=batch_size,
             lr=lr,
             eps_ramp_epochs=eps_ramp_epochs,
-            attack=AttackSettings(steps=attack_steps),
             clean_branch=clean_branch,
+            gate_adversary=gate_adversary,
+            gate_once=gate_once,
             gbn_layers=_csv(layers) or None,
             seed=seed,
             device=device,
@@ -110,9 +120,12 @@ def train(
             config, num_classes=train_set.num_classes, in_chans=train_set.channels, image_size=train_set.image_size
         )
         out = out or Path("runs/defend") / f"{dataset}_{method}.safetensors"
+        val_set = validation_part(test_set)
+        steps = {n: config.attack.steps_for(n) for n in config.norms}
         console.print(
-            f"[bold]{method}[/] on {dataset} ({info['n_train']} train / {info['n_test']} test, seed {seed}), "
-            f"{arch}, budgets {config.budgets}, {attack_steps} attack steps, {epochs} epochs"
+            f"[bold]{method}[/] ({recipe} recipe) on {dataset} ({info['n_train']} train / {info['n_test']} held out, "
+            f"the last {len(val_set)} for validation, seed {seed}), {arch}, budgets {config.budgets}, "
+            f"attack steps {steps}, {epochs} epochs"
         )
         with _progress() as bar:
             task = bar.add_task("training", total=None, info="")
@@ -120,10 +133,12 @@ def train(
             def on_step(step: int, total: int, stats: dict[str, float]) -> None:
                 bar.update(task, completed=step, total=total, info=f"loss {stats['loss']:.3f}")
 
-            history = train_defense(model, train_set, config, val_set=test_set, callback=on_step)
+            history = train_defense(model, train_set, config, val_set=val_set, callback=on_step)
         for r in history:
             gate = f", gate loss {r.gate_loss:.3f}" if r.gate_loss is not None else ""
-            console.print(f"epoch {r.epoch}: loss {r.loss:.3f}{gate}, held-out clean acc {100 * r.val_clean_acc:.1f}%")
+            console.print(
+                f"epoch {r.epoch}: loss {r.loss:.3f}{gate}, validation clean acc {100 * r.val_clean_acc:.1f}%"
+            )
         save_defense(model, out, config, history, info, extra={"root": str(root) if root else None})
         console.print(f"saved {out} (+ {out.with_suffix('.json').name}); evaluate: robustvision defend evaluate {out}")
 
@@ -140,20 +155,22 @@ def evaluate(
     adaptive: bool = typer.Option(True, help="GBN: also run the adaptive attacks."),
     adaptive_modes: str = typer.Option("branch,gate", help="GBN: 'branch' (routed) and/or 'gate' (gate-steering)."),
     branch_attacks: str = typer.Option("first", help="GBN: 'first' attack of each norm per branch, or 'all'."),
+    diagnose: bool = typer.Option(True, help="GBN: routing table, branch-alone accuracy and perfect routing."),
+    routing_attacks: str = typer.Option("first", help="GBN: perfect-routing attacks: 'first' of each norm, or 'all'."),
     batch_size: int = typer.Option(250, help="Attack batch size."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
     seed: int = typer.Option(0, help="Attack seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
 ) -> None:
-    """Per-norm and union robust accuracy of a defended checkpoint (adaptive attacks and gate accuracy for GBN)."""
+    """Per-norm and union robust accuracy of a defended checkpoint (GBN: adaptive attacks and the routing diagnosis)."""
     with user_errors():
         import torch
 
         from robustvision.commands import check_at_least
         from robustvision.defenses.evaluation import attack_list, evaluate_robustness, format_report, parse_attack
         from robustvision.defenses.multi_perturbation import budgets_for
-        from robustvision.defenses.training import load_defense, split_dataset
+        from robustvision.defenses.training import load_defense, split_dataset, validation_part
         from robustvision.runtime import resolve_device
 
         check_at_least("--n", n, 1, " image")
@@ -180,6 +197,9 @@ def evaluate(
         specs = attack_list(preset, [parse_attack(a) for a in attack], _csv(norms))
         images, labels = test_set.tensors()
         images, labels = images[:n].to(dev), labels[:n].to(dev)
+        overlap = len(images) - (len(test_set) - len(validation_part(test_set)))
+        if overlap > 0:
+            console.print(f"note: the last {overlap} evaluated images are also the training run's validation images")
         with _progress(counted=False) as bar:
             task = bar.add_task("attacks", total=None, info="")
             report = evaluate_robustness(
@@ -191,6 +211,8 @@ def evaluate(
                 adaptive=adaptive,
                 adaptive_modes=tuple(_csv(adaptive_modes)),
                 branch_attacks=branch_attacks,
+                diagnose=diagnose,
+                routing_attacks=routing_attacks,
                 batch_size=batch_size,
                 seed=seed,
                 callback=lambda text: bar.update(task, info=text),

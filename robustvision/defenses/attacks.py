@@ -1,130 +1,31 @@
-"""The attacks of multi-perturbation training: box-aware l1 top-k PGD, and Multi Steepest Descent (MSD).
+"""Multi-perturbation attacks of the defences: Multi Steepest Descent (MSD) and the gate-steering attack on GBN.
 
-- ``pgd_l1_topk``: the sparse l1 PGD of Maini et al. (2020, ``pgd_l1_topk`` in locuslab/robust_union), used by
-  GBN's reference code for training and evaluation. Each step moves the ``k`` coordinates with the largest gradient
-  (``k`` drawn uniformly from 5..20 per run) by ``alpha / k`` each, *skipping coordinates within ``gap`` of the
-  [0, 1] box that the gradient pushes outward* (on MNIST most pixels sit at 0 or 1, so an l1 step that ignores the
-  box wastes itself), then projects on the l1 ball (Duchi et al., 2008) and clips to the box. It is registered as a
-  noise (``create_noise("pgd_l1_topk", eps=10)``) so evaluations can name it beside the suite's attacks.
 - :func:`msd_perturb`: MSD (Maini, Wong & Kolter, ICML 2020): one gradient per iteration, the three steepest-ascent
   candidates (l-inf, l2, l1) from the current point, keep the highest-loss one per example, and return the best
   point seen over all iterations.
+- :class:`GateSteeringPGD`: an adaptive attack on GBN that fools the classifier and drives every gate to a chosen
+  branch.
 
-Both work on [0, 1] images and never leave their balls; the model's mode is the caller's business for the
-functions, and restored by the registered attack class.
+The per-norm PGD (:func:`~robustvision.noises.l1_topk.lp_pgd`) and the sparse l1 attack ``pgd_l1_topk`` live in
+:mod:`robustvision.noises.l1_topk`; the norm vocabulary and the ascent steps in
+:mod:`robustvision.noises.adversarial`. Everything works on [0, 1] images and never leaves its balls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustvision.noises.adversarial import Attack, attack_mode, clip_to_box_and_ball, project, random_start
-from robustvision.noises.base import NOISES, NoiseKind
+from robustvision.noises.adversarial import Norm, attack_mode, check_norm, project, random_start, steepest_step
+from robustvision.noises.l1_topk import DEFAULT_L1_GAP, DEFAULT_L1_K_RANGE, ce_loss, draw_k, lp_pgd
 
-NORMS: tuple[str, ...] = ("l1", "l2", "linf")
-DEFAULT_L1_K_RANGE: tuple[int, int] = (5, 20)
-DEFAULT_L1_GAP: float = 0.05
+# The order of GBN's branches and of every table of the defences (the papers' order).
+NORMS: tuple[Norm, ...] = ("l1", "l2", "linf")
 
-
-def check_norm(norm: str) -> str:
-    """Return ``norm`` when it is one of l1, l2, linf; otherwise one clear error."""
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
-    return norm
-
-
-def l1_topk_direction(grad: torch.Tensor, adv: torch.Tensor, k: int, gap: float = DEFAULT_L1_GAP) -> torch.Tensor:
-    """Sign of the gradient on its ``k`` largest coordinates that can still move inside the box (0 elsewhere).
-
-    A coordinate is frozen when the gradient pushes it outward and it lies within ``gap`` of that bound.
-    """
-    blocked = ((grad < 0) & (adv <= gap)) | ((grad > 0) & (adv >= 1 - gap))
-    g = grad.masked_fill(blocked, 0).flatten(1)
-    k = max(1, min(int(k), g.shape[1]))
-    kth = g.abs().topk(k, dim=1).values[:, -1:]
-    direction = (g.abs() >= kth).to(grad.dtype) * g.sign()  # sign(0) = 0 keeps blocked coordinates still
-    return direction.view_as(grad)
-
-
-def ascent_step(
-    grad: torch.Tensor, adv: torch.Tensor, norm: str, alpha: float, k: int = 10, gap: float = DEFAULT_L1_GAP
-) -> torch.Tensor:
-    """The steepest-ascent increment of size ``alpha`` under ``norm`` (l1: ``alpha / k`` on ``k`` coordinates)."""
-    if norm == "linf":
-        return alpha * grad.sign()
-    if norm == "l2":
-        n = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
-        return alpha * grad / n
-    if norm == "l1":
-        return (alpha / k) * l1_topk_direction(grad, adv, k, gap)
-    raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
-
-
-def _draw_k(k_range: Sequence[int], generator: torch.Generator | None) -> int:
-    lo, hi = int(k_range[0]), int(k_range[1])
-    if not 1 <= lo <= hi:
-        raise ValueError(f"l1 k range must satisfy 1 <= low <= high, got {tuple(k_range)}")
-    return int(torch.randint(lo, hi + 1, (1,), generator=generator))
-
-
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def ce_loss(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The default objective: summed cross-entropy of the model's logits."""
-    return F.cross_entropy(model(adv), labels, reduction="sum")
-
-
-def _input_grad(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn = ce_loss) -> torch.Tensor:
-    adv = adv.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(model, adv, labels), adv)
-    return grad
-
-
-def lp_pgd(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    norm: str,
-    eps: float,
-    steps: int,
-    alpha: float | None = None,
-    start: torch.Tensor | None = None,
-    k_range: Sequence[int] = DEFAULT_L1_K_RANGE,
-    gap: float = DEFAULT_L1_GAP,
-    generator: torch.Generator | None = None,
-    loss_fn: LossFn = ce_loss,
-) -> torch.Tensor:
-    """One PGD run under ``norm`` on the model as it is (the caller sets eval mode / the GBN route).
-
-    Args:
-        norm: ``l1`` (box-aware top-k), ``l2`` or ``linf``.
-        eps: ball radius in [0, 1] pixel units.
-        steps: iterations.
-        alpha: total step length per iteration (default ``2.5 * eps / steps``, Madry et al.).
-        start: an initial perturbation (projected and clipped), or None for zero.
-        k_range: l1 only: ``k`` is drawn uniformly from this inclusive range once per run.
-        gap: l1 only: distance to a box bound under which an outward coordinate is frozen.
-        generator: draws ``k``.
-        loss_fn: the objective to ascend, ``(model, adv, labels) -> scalar`` (default: summed cross-entropy).
-
-    Returns:
-        Adversarial images, detached, inside the box and the ball. Shape ``N x C x H x W``.
-    """
-    check_norm(norm)
-    alpha = float(alpha if alpha is not None else 2.5 * eps / max(1, steps))
-    k = _draw_k(k_range, generator) if norm == "l1" else 0
-    adv = images.clone() if start is None else clip_to_box_and_ball(images, images + start, norm, eps)
-    for _ in range(int(steps)):
-        grad = _input_grad(model, adv, labels, loss_fn)
-        adv = clip_to_box_and_ball(images, adv + ascent_step(grad, adv, norm, alpha, k, gap), norm, eps)
-    return adv.detach()
+__all__ = ["NORMS", "GateSteeringPGD", "check_norm", "ce_loss", "lp_pgd", "msd_perturb"]
 
 
 def msd_perturb(
@@ -160,15 +61,17 @@ def msd_perturb(
         check_norm(norm)
     alphas = dict(alphas or {})
     alphas = {n: float(alphas.get(n, 2.5 * eps / max(1, steps))) for n, eps in budgets.items()}
-    k = _draw_k(k_range, generator)
+    k = draw_k(k_range, generator)
     delta = torch.zeros_like(images)
     best = images.clone()
     best_loss = torch.full((images.shape[0],), float("-inf"), device=images.device)
     for _ in range(int(steps)):
-        grad = _input_grad(model, images + delta, labels)
+        x = (images + delta).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(ce_loss(model, x, labels), x)
         cand_delta, cand_loss = [], []
         for norm, eps in budgets.items():
-            d = project(delta + ascent_step(grad, images + delta, norm, alphas[norm], k, gap), norm, eps)
+            step = steepest_step(grad, norm, alphas[norm], adv=images + delta, l1_k=k, l1_gap=gap)
+            d = project(delta + step, norm, eps)
             d = (images + d).clamp(0, 1) - images
             with torch.no_grad():
                 loss = F.cross_entropy(model(images + d), labels, reduction="none")
@@ -183,91 +86,6 @@ def msd_perturb(
         best[better] = (images + delta)[better]
         best_loss = torch.where(better, top, best_loss)
     return best.detach()
-
-
-class TopKL1PGD(Attack):
-    """Box-aware sparse l1 PGD (``pgd_l1_topk`` of Maini et al., 2020), with random restarts.
-
-    Args:
-        model: the model to attack.
-        eps: l1 budget in [0, 1] pixel units (MNIST: 10; CIFAR-10: 12).
-        steps: iterations per run (reference: 50).
-        rel_stepsize: total l1 step per iteration as a fraction of eps (default ``2.5 / steps``).
-        restarts: extra runs from random points in the ball; each sample keeps its worst case.
-        k_range: ``k`` (coordinates moved per step) drawn uniformly from this range per run.
-        gap: coordinates within ``gap`` of the box bound they are pushed towards are frozen.
-
-    Shape: ``N x C x H x W`` in [0, 1] -> same, with ``||adv - x||_1 <= eps``.
-
-    Example:
-        >>> attack = create_noise("pgd_l1_topk", eps=10, steps=50)       # doctest: +SKIP
-        >>> adv = attack(images, labels, model=model)                      # doctest: +SKIP
-    """
-
-    name = "pgd_l1_topk"
-    norm = "l1"
-
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        *,
-        eps: float,
-        steps: int = 50,
-        rel_stepsize: float | None = None,
-        restarts: int = 0,
-        k_range: Sequence[int] = DEFAULT_L1_K_RANGE,
-        gap: float = DEFAULT_L1_GAP,
-    ) -> None:
-        super().__init__(model, eps=eps)
-        if steps < 1:
-            raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
-        self.steps = int(steps)
-        self.rel_stepsize = float(rel_stepsize if rel_stepsize is not None else 2.5 / steps)
-        self.restarts = int(restarts)
-        self.k_range = tuple(int(v) for v in k_range)
-        self.gap = float(gap)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {**super().params, "steps": self.steps, "rel_stepsize": self.rel_stepsize, "restarts": self.restarts}
-
-    def sample_params(self, shape, generator=None):
-        # The first run starts at the image (as the reference); restarts start at random points of the ball.
-        seeds = torch.randint(0, 2**62, (1 + self.restarts,), generator=generator).tolist()
-        return {
-            "starts": [None] + [random_start(shape, "l1", self.eps, generator) for _ in range(self.restarts)],
-            "seeds": seeds,
-        }
-
-    def perturb(self, model, images, labels, params):
-        best = images.clone()
-        best_score = torch.full((images.shape[0],), float("-inf"), device=images.device)
-        for start, seed in zip(params["starts"], params["seeds"], strict=True):
-            g = torch.Generator().manual_seed(int(seed))
-            adv = lp_pgd(
-                model,
-                images,
-                labels,
-                norm="l1",
-                eps=self.eps,
-                steps=self.steps,
-                alpha=self.rel_stepsize * self.eps,
-                start=None if start is None else start.to(images.device),
-                k_range=self.k_range,
-                gap=self.gap,
-                generator=g,
-            )
-            with torch.no_grad():
-                logits = model(adv)
-                score = self.loss_fn(logits, labels) + 1e6 * (logits.argmax(1) != labels).float()
-            better = score > best_score
-            best[better] = adv[better]
-            best_score = torch.where(better, score, best_score)
-        return best
-
-
-if "pgd_l1_topk" not in NOISES:
-    NOISES.add("pgd_l1_topk", TopKL1PGD, kind=NoiseKind.ADVERSARIAL, norm="l1")
 
 
 class GateSteeringPGD:
@@ -300,7 +118,8 @@ class GateSteeringPGD:
     ) -> None:
         from robustvision.defenses.gbn import gbn_layers
 
-        self.layers = [m for _, m in gbn_layers(model)]
+        # Tied layers (gate once) have no gate of their own: steering the first gate steers them too.
+        self.layers = [m for _, m in gbn_layers(model) if m.gate_source is None]
         if not self.layers:
             raise ValueError("the gate-steering attack needs a model with GatedBatchNorm layers")
         self.model = model

@@ -1,6 +1,6 @@
 """Multi-perturbation robustness evaluation: per-norm and union accuracy, adaptive attacks on GBN, gate accuracy.
 
-Protocol (MSD's, which GBN follows; notes/gbn.md section 6):
+Protocol (MSD's, Maini et al. 2020, which GBN follows; GBN's released `multi_att_gbn.py` uses the same union rule):
 
 - **Per-norm robust accuracy**: a sample counts for norm ``p`` only if it is classified correctly clean *and*
   under every attack of norm ``p``. Attacks are named by their noise-registry name (``pgd_linf``, ``apgd_l2``,
@@ -16,6 +16,12 @@ Protocol (MSD's, which GBN follows; notes/gbn.md section 6):
   numbers and the adaptive (worst-case) numbers.
 - **Gate accuracy**: how often each GBN layer's gate puts most weight on the right domain, on clean test images and
   on the end-to-end adversarial examples of the first attack of each norm.
+- **Routing diagnosis** (GBN): for each norm and each gated layer, the share of those end-to-end examples the gate
+  sends to each branch (argmax; each row sums to 1); the accuracy of every branch alone (the model hard-routed
+  through it) and of the mixture on the same examples; and the **perfect-routing** accuracy: each norm attacked
+  and judged on its own branch alone, as if the gate always picked the right branch (per norm and union; the
+  attacks of ``routing_attacks``). When the mixture is far below perfect routing, the end-to-end adversary wins by
+  steering the gates; when perfect routing itself is low, the branches are the limit.
 
 Attacks only try samples still robust for their norm (a sample already broken cannot become robust again), so
 the numbers are exact worst cases over the attack list at a fraction of the cost.
@@ -32,7 +38,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import robustvision.defenses.attacks  # noqa: F401  (registers pgd_l1_topk)
 from robustvision.defenses.attacks import NORMS, GateSteeringPGD, check_norm
 from robustvision.defenses.gbn import gbn_layers, route_domain
 from robustvision.noises.adversarial import lp_norm
@@ -140,6 +145,11 @@ class RobustnessReport:
         branch_broken: GBN only: per norm, samples the branch-assignment attacks broke that survived end to end.
         gate_broken: GBN only: per norm, samples the gate-steering attacks broke that survived everything before.
         gate_accuracy: GBN only: ``{layer: {domain: accuracy}}``.
+        routing: GBN only: ``{norm: {layer: {branch: share}}}`` of the end-to-end examples (``clean``: clean images).
+        branch_alone: GBN only: ``{norm: {branch or "mixture": accuracy}}`` on the end-to-end examples of the
+            norm's first attack (clean-correct samples only).
+        perfect_routing_per_norm / perfect_routing_union: GBN only: each norm attacked and judged on its own
+            branch (fractions of ``n``).
         skipped: optional attacks absent from this installation.
     """
 
@@ -155,6 +165,10 @@ class RobustnessReport:
     branch_broken: dict[str, int] | None = None
     gate_broken: dict[str, int] | None = None
     gate_accuracy: dict[str, dict[str, float]] | None = None
+    routing: dict[str, dict[str, dict[str, float]]] | None = None
+    branch_alone: dict[str, dict[str, float]] | None = None
+    perfect_routing_per_norm: dict[str, float] | None = None
+    perfect_routing_union: float | None = None
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -205,6 +219,8 @@ def evaluate_robustness(
     adaptive: bool = True,
     adaptive_modes: Sequence[str] = ADAPTIVE_MODES,
     branch_attacks: str = "first",
+    diagnose: bool = True,
+    routing_attacks: str = "first",
     gate_weight: float = 1.0,
     batch_size: int = 250,
     seed: int = 0,
@@ -221,6 +237,8 @@ def evaluate_robustness(
         adaptive_modes: ``branch`` (attack each hard-routed branch) and/or ``gate`` (steer every gate to each
             branch while maximising the loss of the gated mixture; steps and restarts of the norm's first attack).
         branch_attacks: ``first`` (the first attack of each norm against each branch) or ``all``.
+        diagnose: GBN only: the routing diagnosis (routing shares, branch-alone accuracy, perfect routing).
+        routing_attacks: GBN only: the attacks of the perfect-routing evaluation, ``first`` of each norm or ``all``.
         gate_weight: weight of the gate term of the gate-steering attack.
         batch_size: attack batch size.
         seed: seeds every attack's randomness per (attack, norm, branch, batch).
@@ -233,8 +251,9 @@ def evaluate_robustness(
         ValueError: unknown attacks or norms, a norm without budget, an attack listed under the wrong norm.
         BallViolation: an attack returned a point outside its ball or the box.
     """
-    if branch_attacks not in ("first", "all"):
-        raise ValueError(f"branch_attacks must be 'first' or 'all', got {branch_attacks!r}")
+    for name, value in (("branch_attacks", branch_attacks), ("routing_attacks", routing_attacks)):
+        if value not in ("first", "all"):
+            raise ValueError(f"{name} must be 'first' or 'all', got {value!r}")
     unknown_modes = [m for m in adaptive_modes if m not in ADAPTIVE_MODES]
     if unknown_modes:
         raise ValueError(f"unknown adaptive attack modes {unknown_modes}; expected a subset of {ADAPTIVE_MODES}")
@@ -254,7 +273,7 @@ def evaluate_robustness(
     robust = {p: clean_ok.clone() for p in norms}
     per_attack: list[dict[str, Any]] = []
     first_spec = {p: next(s for s in usable if s.norm == p) for p in norms}
-    first_adv: dict[str, list[torch.Tensor]] = {p: [] for p in norms}  # gate accuracy on these
+    first_adv: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {p: [] for p in norms}  # diagnosis on these
 
     def run(spec: AttackSpec, route: str | None, steer: str | None = None) -> int:
         eps = float(budgets[spec.norm])
@@ -287,7 +306,7 @@ def evaluate_robustness(
             robust[spec.norm][sel[wrong]] = False
             broken += int(wrong.sum())
             if is_gbn and route is None and steer is None and spec is first_spec[spec.norm]:
-                first_adv[spec.norm].append(adv)
+                first_adv[spec.norm].append((adv, y))
         per_attack.append(
             {
                 "norm": spec.norm,
@@ -332,11 +351,100 @@ def evaluate_robustness(
         report.e2e_union = _frac(torch.stack([e2e[p] for p in norms]).all(dim=0))
         report.branch_broken = branch_broken
         report.gate_broken = gate_broken
-        report.gate_accuracy = gate_accuracy(
-            model, {"clean": images, **{p: torch.cat(v) for p, v in first_adv.items() if v}}
-        )
+        adv_sets = {p: (torch.cat([a for a, _ in v]), torch.cat([y for _, y in v])) for p, v in first_adv.items() if v}
+        report.gate_accuracy = gate_accuracy(model, {"clean": images, **{p: a for p, (a, _) in adv_sets.items()}})
+        if diagnose:
+            report.routing = routing_shares(
+                model, {"clean": images[clean_ok], **{p: a for p, (a, _) in adv_sets.items()}}
+            )
+            report.branch_alone = {p: branch_accuracy(model, a, y) for p, (a, y) in adv_sets.items()}
+            specs = {p: [s for s in usable if s.norm == p] for p in norms}
+            if routing_attacks == "first":
+                specs = {p: v[:1] for p, v in specs.items()}
+            pr = perfect_routing(model, images, labels, budgets, specs, batch_size=batch_size, seed=seed)
+            report.perfect_routing_per_norm = {p: _frac(m) for p, m in pr.items()}
+            report.perfect_routing_union = _frac(torch.stack(list(pr.values())).all(dim=0)) if pr else None
     report.seconds = time.time() - start
     return report
+
+
+@torch.no_grad()
+def routing_shares(model: nn.Module, sets: Mapping[str, torch.Tensor]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{set: {layer: {branch: share}}}``: the share of ``sets[set]`` whose gate argmax is each branch, per layer.
+
+    Each ``{branch: share}`` row sums to 1 (a tied layer reports the decision it reuses). Empty sets are left out.
+    """
+    layers = gbn_layers(model)
+    domains = layers[0][1].domains
+    was = model.training
+    model.eval()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for name, x in sets.items():
+            if not len(x):
+                continue
+            counts = {ln: torch.zeros(len(domains)) for ln, _ in layers}
+            for i in range(0, len(x), 500):
+                model(x[i : i + 500])
+                for ln, layer in layers:
+                    pick = layer.current_gate_logits().argmax(1).cpu()
+                    counts[ln] += torch.bincount(pick, minlength=len(domains)).float()
+            out[name] = {ln: {d: float(c[k] / len(x)) for k, d in enumerate(domains)} for ln, c in counts.items()}
+    finally:
+        model.train(was)
+    return out
+
+
+@torch.no_grad()
+def branch_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy on ``images`` of every GBN branch alone (the model hard-routed through it) and of the mixture."""
+    domains = gbn_layers(model)[0][1].domains
+    out = {}
+    for d in domains:
+        with route_domain(model, d):
+            out[d] = _frac(predict(model, images) == labels)
+    out["mixture"] = _frac(predict(model, images) == labels)
+    return out
+
+
+def perfect_routing(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    budgets: Mapping[str, float],
+    specs: Mapping[str, Sequence[AttackSpec]],
+    *,
+    batch_size: int = 250,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Per norm, the samples robust when the gate is perfect: attacked and judged on the norm's own branch alone.
+
+    A sample counts for norm ``p`` when branch ``p`` classifies it correctly clean and after every attack of
+    ``specs[p]`` run against branch ``p``. Norms without a branch of their own are left out.
+
+    Returns:
+        ``{norm: bool mask of shape N}``.
+    """
+    domains = gbn_layers(model)[0][1].domains
+    out: dict[str, torch.Tensor] = {}
+    model.eval()
+    for p, plist in specs.items():
+        if p not in domains:
+            continue
+        with route_domain(model, p):
+            ok = predict(model, images) == labels
+            for spec in plist:
+                eps = float(budgets[p])
+                attack = NOISES.create(spec.name, model=model, eps=eps, **dict(spec.kwargs))
+                idx = ok.nonzero().squeeze(1)
+                for b in range(0, len(idx), batch_size):
+                    sel = idx[b : b + batch_size]
+                    x, y = images[sel], labels[sel]
+                    adv = attack(x, y, generator=make_generator(seed, "gbn-perfect-routing", p, spec.label(), b))
+                    _check_inside(adv, x, p, eps, spec.label())
+                    ok[sel[predict(model, adv) != y]] = False
+        out[p] = ok
+    return out
 
 
 def gate_accuracy(model: nn.Module, sets: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
@@ -355,10 +463,29 @@ def gate_accuracy(model: nn.Module, sets: Mapping[str, torch.Tensor]) -> dict[st
             for i in range(0, len(x), 500):
                 model(x[i : i + 500])
                 for name, layer in layers:
-                    hits[name] += int((layer.last_gate_logits.argmax(1) == domains.index(d)).sum())
+                    hits[name] += int((layer.current_gate_logits().argmax(1) == domains.index(d)).sum())
             for name in hits:
                 out[name][d] = hits[name] / len(x)
     return out
+
+
+def format_routing(report: RobustnessReport) -> list[str]:
+    """The routing table (share of end-to-end examples per branch, per norm and layer) and branch-alone accuracy."""
+    if not report.routing:
+        return []
+    branches = list(next(iter(next(iter(report.routing.values())).values())))
+    lines = ["routing of end-to-end examples (share sent to each branch, gate argmax):"]
+    lines.append(f"  {'examples':<9}{'layer':<10}" + "".join(f"{b:>8}" for b in branches))
+    for name, per_layer in report.routing.items():
+        for layer, shares in per_layer.items():
+            lines.append(f"  {name:<9}{layer:<10}" + "".join(f"{100 * shares[b]:>7.1f}%" for b in branches))
+    if report.branch_alone:
+        cols = [*branches, "mixture"]
+        lines.append("accuracy on the end-to-end examples of each norm, by branch alone and by the mixture:")
+        lines.append(f"  {'examples':<9}" + "".join(f"{c:>9}" for c in cols))
+        for p, accs in report.branch_alone.items():
+            lines.append(f"  {p:<9}" + "".join(f"{100 * accs[c]:>8.1f}%" for c in cols))
+    return lines
 
 
 def _frac(mask: torch.Tensor) -> float:
@@ -379,6 +506,11 @@ def format_report(report: RobustnessReport) -> str:
     if report.gate_accuracy:
         for layer, accs in report.gate_accuracy.items():
             lines.append(f"gate {layer}: " + ", ".join(f"{d} {100 * a:.1f}%" for d, a in accs.items()))
+    if report.perfect_routing_per_norm is not None:
+        per = ", ".join(f"{p} {100 * a:.1f}%" for p, a in report.perfect_routing_per_norm.items())
+        union = report.perfect_routing_union
+        lines.append(f"perfect routing (each norm on its own branch): {per}; union {100 * (union or 0):.1f}%")
+    lines.extend(format_routing(report))
     if report.skipped:
         lines.append("skipped (not installed): " + ", ".join(report.skipped))
     return "\n".join(lines)

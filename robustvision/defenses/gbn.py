@@ -107,6 +107,8 @@ class GatedBatchNorm(nn.Module):
         gate_override: fixed ``N x K`` (or ``K``) gate weights replacing the gate's softmax (tests, attacks).
         last_gate_logits: the gate's logits from the latest routed forward in training mode (for the domain loss),
             or from the latest mixture forward (gate accuracy, gate-steering attacks).
+        gate_source: a layer whose gate decision this one reuses (see :func:`tie_gates`), or None; a tied layer
+            has no gate of its own.
     """
 
     bn_class: type[nn.modules.batchnorm._BatchNorm] = nn.BatchNorm2d
@@ -153,9 +155,29 @@ class GatedBatchNorm(nn.Module):
         self.route: int | None = None
         self.gate_override: torch.Tensor | None = None
         self.last_gate_logits: torch.Tensor | None = None
+        self.last_gate_weights: torch.Tensor | None = None
+        self._gate_source: list[GatedBatchNorm] = []  # a plain list: the source is not a submodule of this layer
 
     def shape_help(self) -> str:
         return "(C, H, W)"
+
+    @property
+    def gate_source(self) -> GatedBatchNorm | None:
+        """The layer whose gate decision this layer reuses (None: it has its own gate)."""
+        return self._gate_source[0] if self._gate_source else None
+
+    def tie_to(self, source: GatedBatchNorm) -> None:
+        """Reuse ``source``'s gate weights (computed earlier in the same forward) and drop this layer's gate."""
+        if source is self or source.gate_source is not None:
+            raise ValueError("a GBN layer can only reuse the decision of another layer that has its own gate")
+        if source.domains != self.domains:
+            raise ValueError(f"tied GBN layers need the same domains, got {source.domains} and {self.domains}")
+        self._gate_source = [source]
+        self.gate = None
+
+    def current_gate_logits(self) -> torch.Tensor | None:
+        """The gate logits that weighted this layer in the latest forward (the source's for a tied layer)."""
+        return self.gate_source.last_gate_logits if self.gate_source is not None else self.last_gate_logits
 
     @property
     def num_domains(self) -> int:
@@ -187,10 +209,16 @@ class GatedBatchNorm(nn.Module):
         if self.gate_override is not None:
             w = self.gate_override.to(device=x.device, dtype=x.dtype)
             return w.expand(x.shape[0], -1) if w.dim() == 1 else w
+        if self.gate_source is not None:
+            w = self.gate_source.last_gate_weights
+            if w is None or w.shape[0] != x.shape[0]:
+                raise RuntimeError("a tied GBN layer runs before the layer whose gate it reuses")
+            return w
         logits = self.gate_logits(x)
         # Kept with its graph so adaptive attacks can steer the gate (detach it yourself to keep it around).
         self.last_gate_logits = logits
-        return torch.softmax(logits, dim=1)
+        self.last_gate_weights = torch.softmax(logits, dim=1)
+        return self.last_gate_weights
 
     def check_input(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.feature_shape:
@@ -204,7 +232,9 @@ class GatedBatchNorm(nn.Module):
             # The gate learns the domain from detached features: the classification loss never reaches it and its
             # loss never reaches the backbone (the reference steps a gate-only optimiser on it).
             # Attacks on a routed model (eval mode) skip the gate: nothing reads it there.
-            self.last_gate_logits = self.gate_logits(x.detach()) if self.training else None
+            own_gate = self.training and self.gate_source is None
+            self.last_gate_logits = self.gate_logits(x.detach()) if own_gate else None
+            self.last_gate_weights = None
             return self.bns[self.route](x)
         if self.training and self.gate_override is None:
             raise RuntimeError(
@@ -259,7 +289,26 @@ def gbn_layers(model: nn.Module) -> list[tuple[str, GatedBatchNorm]]:
 
 def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters of every GBN gate (stepped by the gate optimiser)."""
-    return [p for _, layer in gbn_layers(model) for p in layer.gate.parameters()]
+    return [p for _, layer in gbn_layers(model) if layer.gate is not None for p in layer.gate.parameters()]
+
+
+def tie_gates(model: nn.Module) -> nn.Module:
+    """Gate once: every GBN layer after the first reuses the first layer's gate decision (in place; returns model).
+
+    The deeper layers lose their own gates, so an attacker who wants a different branch deeper must change the
+    first layer's decision, which is the one trained on the input-level statistics that separate the norms best.
+    """
+    layers = [m for _, m in gbn_layers(model)]
+    if len(layers) < 2:
+        raise ValueError("tying gates needs at least two GBN layers")
+    for m in layers[1:]:
+        m.tie_to(layers[0])
+    return model
+
+
+def gates_tied(model: nn.Module) -> bool:
+    """Whether the deeper GBN layers of ``model`` reuse the first layer's gate (see :func:`tie_gates`)."""
+    return any(m.gate_source is not None for _, m in gbn_layers(model))
 
 
 def model_domains(model: nn.Module) -> tuple[str, ...]:
@@ -279,6 +328,7 @@ def route_domain(model: nn.Module, domain: str | int | None) -> Iterator[None]:
         for m in layers:
             m.route = None if domain is None else m.domain_index(domain)
             m.last_gate_logits = None
+            m.last_gate_weights = None
         yield
     finally:
         for m, r in zip(layers, old, strict=True):
@@ -305,6 +355,8 @@ def collect_gate_logits(model: nn.Module) -> list[torch.Tensor]:
     """The gate logits kept by every GBN layer during the latest routed forward."""
     out = []
     for name, m in gbn_layers(model):
+        if m.gate_source is not None:
+            continue  # a tied layer has no gate of its own to train
         if m.last_gate_logits is None:
             raise RuntimeError(f"GBN layer {name!r} holds no gate logits: run a forward inside route_domain first")
         out.append(m.last_gate_logits)
@@ -446,4 +498,5 @@ def gbn_spec(model: nn.Module) -> dict:
         "domains": list(layers[0][1].domains),
         "gates": {n: m.gate_kind for n, m in layers},
         "gate_hidden": next(iter(hidden.values()), 512),
+        "gate_once": gates_tied(model),
     }

@@ -1,17 +1,27 @@
-"""The training loop shared by GBN and its baselines, the data split, and checkpoints of defended models.
+"""The training loop shared by GBN and its baselines, the training recipes, the data split, and checkpoints.
 
-One loop serves every method of :mod:`robustvision.defenses.multi_perturbation`, so GBN, AVG, MAX and MSD get
-exactly the same data order, epochs, optimiser, schedule, budgets and attack steps. GBN's gate parameters have a
-second optimiser of their own (SGD, lr 0.1, momentum 0.8 as in the reference code) stepped on the domain loss;
+One loop serves every method of :mod:`robustvision.defenses.multi_perturbation`, so GBN, AVG, MAX, MSD and E-AT
+get exactly the same data order, epochs, optimiser, schedule, budgets and attack steps. GBN's gate parameters have
+a second optimiser of their own (SGD, lr 0.1, momentum 0.8 as in the reference code) stepped on the domain loss;
 the gate reads detached features and never enters the classification path, so one backward of the summed losses
 is exactly the reference's two separate backward passes.
 
-Budgets ramp linearly from 0 to their full value over ``eps_ramp_epochs`` (the same for every method): short
-adversarial runs on MNIST at l-inf 0.3 otherwise often stall at chance.
+Two recipes (:data:`RECIPES`, :meth:`DefenseConfig.from_recipe`):
+
+- ``fast``: short runs: few-step training attacks with a random start, SGD lr 0.05 / momentum 0.9 / weight decay
+  5e-4 cosine-annealed per step, budgets ramped from 0 over the first epoch (short runs on MNIST at l-inf 0.3
+  otherwise often stall at chance), LeNet-5 with a padded first convolution, AVG without the clean term.
+- ``reference``: as the GBN reference code (liuaishan/GBN ``train_gbn.py``, ``train_lenet_AVG.py``,
+  ``mnist_funcs.py``, ``model/lenet5_gate_conv.py``): its per-norm training attacks with the per-example early
+  stop (:func:`~robustvision.defenses.multi_perturbation.reference_attack`), SGD lr 0.1 / momentum 0.8 / no weight
+  decay, ReduceLROnPlateau (factor 0.1, patience 5) on the clean validation accuracy, the best-validation weights
+  kept, no budget ramp, batch 64, LeNet-5 without padding in its first convolution, AVG with the clean term.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,17 +42,67 @@ from robustvision.defenses.gbn import (
     gate_parameters,
     gbn_layers,
     gbn_spec,
+    tie_gates,
 )
 from robustvision.defenses.multi_perturbation import (
+    GATE_ADVERSARIES,
     AttackSettings,
     StepContext,
     budgets_for,
     create_method,
+    reference_attack,
 )
 from robustvision.models import create_model
 from robustvision.models.checkpoints import load_state, read_card, save_checkpoint
 from robustvision.models.wrappers import ImageClassifier
 from robustvision.runtime import make_generator, resolve_device, seed_everything
+
+SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
+
+# Recipe name -> the DefenseConfig fields it sets (the attack settings are built by ``_recipe_attack``).
+RECIPES: dict[str, dict[str, Any]] = {
+    "fast": {
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "eps_ramp_epochs": 1.0,
+        "schedule": "cosine",
+        "conv1_padding": None,
+        "avg_clean": False,
+        "keep_best": False,
+    },
+    "reference": {
+        "lr": 0.1,
+        "momentum": 0.8,
+        "weight_decay": 0.0,
+        "gate_lr": 0.1,
+        "gate_momentum": 0.8,
+        "eps_ramp_epochs": 0.0,
+        "schedule": "plateau",
+        "conv1_padding": 0,
+        "avg_clean": True,
+        "keep_best": True,
+        "batch_size": 64,
+    },
+}
+
+
+def check_recipe(recipe: str) -> str:
+    """Return ``recipe`` when known; otherwise one clear error with the close names."""
+    if recipe not in RECIPES:
+        close = difflib.get_close_matches(recipe, list(RECIPES), n=2, cutoff=0.4)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown recipe {recipe!r}{hint} (recipes: {', '.join(RECIPES)})")
+    return recipe
+
+
+def check_gate_adversary(name: str) -> str:
+    """Return ``name`` when it is a known gate adversary (``branch`` or ``mixture``); otherwise one clear error."""
+    if name not in GATE_ADVERSARIES:
+        close = difflib.get_close_matches(name, list(GATE_ADVERSARIES), n=2, cutoff=0.4)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown gate adversary {name!r}{hint} (expected one of {', '.join(GATE_ADVERSARIES)})")
+    return name
 
 
 @dataclass
@@ -50,15 +110,24 @@ class DefenseConfig:
     """Settings of one defense training run (saved in the checkpoint's model card).
 
     Attributes:
-        method: ``gbn``, ``avg``, ``max``, ``msd``, ``pgd_linf``, ``pgd_l2``, ``pgd_l1`` or ``standard``.
+        method: ``gbn``, ``avg``, ``max``, ``msd``, ``eat``, ``pgd_linf``, ``pgd_l2``, ``pgd_l1`` or ``standard``.
+        recipe: ``fast`` or ``reference`` (recorded; :meth:`from_recipe` fills the fields it implies).
         dataset: data set name (selects the default budgets).
         arch: zoo architecture (``lenet5`` for MNIST, ``resnet18`` for CIFAR-10 images).
         norms: the perturbation types trained against (GBN gets one branch each).
         budgets: eps per norm in [0, 1] pixel units (default: the data set's table).
         epochs, batch_size: the training budget.
-        lr, momentum, weight_decay: SGD for every non-gate parameter, cosine-annealed per step.
-        gate_lr, gate_momentum: SGD for GBN's gates (reference: 0.1, 0.8), cosine-annealed too.
+        lr, momentum, weight_decay: SGD for every non-gate parameter.
+        gate_lr, gate_momentum: SGD for GBN's gates (reference: 0.1, 0.8), on the same schedule.
+        schedule: ``cosine`` (annealed per step) or ``plateau`` (ReduceLROnPlateau on the clean validation accuracy
+            once per epoch, factor ``plateau_factor``, patience ``plateau_patience``; needs a validation set).
         eps_ramp_epochs: budgets grow linearly from 0 over this many epochs.
+        conv1_padding: ``lenet5`` only: padding of the first convolution (None: the zoo's 2; the reference: 0).
+        avg_clean: AVG also averages the clean loss (the reference ``train_lenet_AVG.py``).
+        keep_best: restore the weights with the best clean validation accuracy at the end (the reference).
+        gate_adversary: GBN only: ``branch`` (the paper: each norm's batch attacks its own branch) or ``mixture``
+            (also batches crafted end to end against the gated mixture, for the gates and the branches).
+        gate_once: GBN only: the deeper GBN layers reuse the first layer's gate decision.
         attack: training attack settings (steps, step size, l1 top-k range, ...).
         clean_branch: GBN only: keep a ``clean`` branch trained on clean images (the reference code has one).
         gbn_layers: GBN only: BatchNorm layers to convert (None: the reference layout for ``lenet5``, every
@@ -69,6 +138,7 @@ class DefenseConfig:
     """
 
     method: str = "gbn"
+    recipe: str = "fast"
     dataset: str = "mnist"
     arch: str = "lenet5"
     norms: tuple[str, ...] = NORMS
@@ -81,9 +151,17 @@ class DefenseConfig:
     gate_lr: float = 0.1
     gate_momentum: float = 0.8
     eps_ramp_epochs: float = 1.0
+    schedule: str = "cosine"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 5
+    conv1_padding: int | None = None
+    avg_clean: bool = False
+    keep_best: bool = False
     attack: AttackSettings = field(default_factory=AttackSettings)
     clean_branch: bool = True
     gbn_layers: list[str] | None = None
+    gate_adversary: str = "branch"
+    gate_once: bool = False
     seed: int = 0
     device: str = "cpu"
     max_steps_per_epoch: int | None = None
@@ -94,6 +172,14 @@ class DefenseConfig:
             raise ValueError("at least one norm is needed")
         self.budgets = budgets_for(self.dataset, self.budgets)
         create_method(self.method)  # unknown method -> one clear error with close names
+        check_recipe(self.recipe)
+        check_gate_adversary(self.gate_adversary)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if self.method != "gbn" and (self.gate_adversary != "branch" or self.gate_once):
+            raise ValueError("--gate-adversary and --gate-once apply to --method gbn only")
+        if self.conv1_padding is not None and self.arch != "lenet5":
+            raise ValueError(f"conv1_padding applies to lenet5 only, not {self.arch!r}")
         if isinstance(self.attack, dict):
             self.attack = AttackSettings(**self.attack)
         self.attack.l1_k_range = tuple(self.attack.l1_k_range)
@@ -102,6 +188,24 @@ class DefenseConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.attack.steps < 1:
             raise ValueError(f"attack steps must be >= 1, got {self.attack.steps}")
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "fast", *, attack_steps: int | None = None, **overrides: Any) -> DefenseConfig:
+        """A config with ``recipe``'s settings; ``overrides`` set to None keep the recipe's value.
+
+        Args:
+            recipe: ``fast`` or ``reference`` (see the module docs).
+            attack_steps: iterations of every training attack (``fast``: default 10; ``reference``: the reference
+                code's 50/100/50 when None, else all rescaled to this many with the same total step length).
+            overrides: any other :class:`DefenseConfig` field.
+        """
+        fields = {**RECIPES[check_recipe(recipe)], **{k: v for k, v in overrides.items() if v is not None}}
+        if "attack" not in fields:
+            if recipe == "reference":
+                fields["attack"] = reference_attack(attack_steps)
+            else:
+                fields["attack"] = AttackSettings(steps=attack_steps) if attack_steps else AttackSettings()
+        return cls(recipe=recipe, **fields)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -125,6 +229,7 @@ class EpochRecord:
     stats: dict[str, float]
     val_clean_acc: float | None
     seconds: float
+    lr: float | None = None
 
 
 def split_dataset(
@@ -161,14 +266,49 @@ def split_dataset(
     return full.subset(order[:n_train]), full.subset(order[n_train:]), info
 
 
+def validation_part(held_out: TensorClassificationDataset, size: int = 1000) -> TensorClassificationDataset:
+    """The last ``size`` images of the held-out part (at most half of it): the validation set of the plateau
+    schedule and of ``keep_best``. Evaluations read the held-out part from its start, so up to
+    ``len(held_out) - size`` evaluation images never took part in model selection (MNIST: the first 1000 of 2000).
+    """
+    n = len(held_out)
+    size = max(1, min(int(size), n // 2))
+    return held_out.subset(range(n - size, n))
+
+
 def build_model(config: DefenseConfig, *, num_classes: int, in_chans: int, image_size: int) -> ImageClassifier:
     """The zoo model of ``config``, converted to GBN when the method is ``gbn``."""
     model = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+    if config.conv1_padding is not None:
+        set_lenet_padding(model, config.conv1_padding)
     if config.method == "gbn":
         layout = REFERENCE_GBN_LAYOUT.get(config.arch)
         layers = config.gbn_layers or (list(layout) if layout else None)
         gates = {k: v for k, v in (layout or {}).items() if k in (layers or [])} or None
         convert_to_gbn(model, layers, domains=config.domains, gates=gates)
+        if config.gate_once:
+            tie_gates(model)
+    return model
+
+
+def set_lenet_padding(model: ImageClassifier, padding: int) -> ImageClassifier:
+    """Give a zoo ``lenet5`` a first convolution with ``padding`` (the reference LeNet-5 has none), in place.
+
+    The first convolution and the first linear layer (whose input size changes) are rebuilt with fresh weights,
+    so call it before training. Features are 6 x 24 x 24 and 16 x 8 x 8 at padding 0 on 28 x 28 inputs.
+    """
+    net = getattr(model, "net", model)
+    if not all(hasattr(net, a) for a in ("conv1", "conv2", "fc1")) or net.conv1.kernel_size != (5, 5):
+        raise ValueError("conv1 padding can only be set on the zoo's lenet5")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    size = int(getattr(model, "image_size", 28))
+    side = ((size + 2 * padding - 4) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"a lenet5 with conv1 padding {padding} cannot read {size} x {size} images")
+    device = net.conv1.weight.device
+    net.conv1 = nn.Conv2d(net.conv1.in_channels, net.conv1.out_channels, 5, padding=padding).to(device)
+    net.fc1 = nn.Linear(net.conv2.out_channels * side * side, net.fc1.out_features).to(device)
     return model
 
 
@@ -236,6 +376,19 @@ def train_defense(
     )
     generator = make_generator(config.seed, "defense-train", config.method)
     ramp_steps = max(1, int(round(config.eps_ramp_epochs * steps_per_epoch)))
+    plateau = config.schedule == "plateau"
+    if (plateau or config.keep_best) and val_set is None:
+        raise ValueError("the plateau schedule and keep_best need a validation set (val_set)")
+    schedulers = []
+    if plateau:
+        for o in (opt, gate_opt):
+            if o is not None:
+                schedulers.append(
+                    torch.optim.lr_scheduler.ReduceLROnPlateau(
+                        o, "max", factor=config.plateau_factor, patience=config.plateau_patience, eps=1e-6
+                    )
+                )
+    best_acc, best_state = float("-inf"), None
     history: list[EpochRecord] = []
     step = 0
     for epoch in range(config.epochs):
@@ -253,10 +406,17 @@ def train_defense(
                 attack=config.attack,
                 generator=generator,
                 norms=norms,
+                step=step,
+                avg_clean=config.avg_clean,
+                gate_adversary=config.gate_adversary,
             )
-            lr_f = _lr_factor(step, total)
-            for g in opt.param_groups:
-                g["lr"] = config.lr * lr_f
+            if not plateau:
+                lr_f = _lr_factor(step, total)
+                for g in opt.param_groups:
+                    g["lr"] = config.lr * lr_f
+                if gate_opt is not None:
+                    for g in gate_opt.param_groups:
+                        g["lr"] = config.gate_lr * lr_f
             model.train()
             out = method.losses(model, x, y, ctx)
             loss = out.classification + (out.gate if out.gate is not None else 0.0)
@@ -264,8 +424,6 @@ def train_defense(
                 raise FloatingPointError(f"{config.method}: the loss became {float(loss)} at step {step}")
             opt.zero_grad(set_to_none=True)
             if gate_opt is not None:
-                for g in gate_opt.param_groups:
-                    g["lr"] = config.gate_lr * lr_f
                 gate_opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -280,6 +438,10 @@ def train_defense(
             if callback is not None:
                 callback(step, total, {"loss": float(out.classification.detach()), **out.stats})
         val = clean_accuracy(model, val_set, device=device) if val_set is not None else None
+        for sched in schedulers:
+            sched.step(val)
+        if config.keep_best and val > best_acc:
+            best_acc, best_state = val, copy.deepcopy(model.state_dict())
         history.append(
             EpochRecord(
                 epoch=epoch + 1,
@@ -288,8 +450,11 @@ def train_defense(
                 stats={k: v / count for k, v in sums.items()},
                 val_clean_acc=val,
                 seconds=time.time() - start,
+                lr=opt.param_groups[0]["lr"],
             )
         )
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return history
 
@@ -342,6 +507,9 @@ def load_defense(
         mean=card.get("mean"),
         std=card.get("std"),
     )
+    padding = (card.get("defense") or {}).get("conv1_padding")
+    if padding is not None:
+        set_lenet_padding(model, padding)
     spec = card.get("gbn")
     if spec:
         trained = tuple(spec["domains"])
@@ -353,6 +521,8 @@ def load_defense(
         convert_to_gbn(
             model, spec["layers"], domains=trained, gates=spec.get("gates"), gate_hidden=spec.get("gate_hidden", 512)
         )
+        if spec.get("gate_once"):
+            tie_gates(model)
     elif domains is not None:
         raise ValueError(f"checkpoint {str(path)!r} has no GBN layers, so it takes no domain list")
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -10,6 +10,7 @@ from robustvision.noises import (  # noqa: F401  (each registers noises)
     corruptions,
     cw,
     fab,
+    l1_topk,
     precision,
     square,
     system,

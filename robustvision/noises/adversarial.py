@@ -33,8 +33,17 @@ from torch import nn
 from robustvision.noises.base import NOISES, Noise, NoiseKind
 from robustvision.validation import check_labels
 
+# The one threat-model vocabulary of the package: attacks, defences and benchmark selectors all use it.
 Norm = Literal["linf", "l2", "l1"]
-NORMS: tuple[str, ...] = ("linf", "l2", "l1")
+NORMS: tuple[Norm, ...] = ("linf", "l2", "l1")
+
+
+def check_norm(norm: str) -> Norm:
+    """Return ``norm`` when it is one of linf, l2, l1; otherwise one clear ``ValueError``."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    return norm  # type: ignore[return-value]
+
 
 # RobustART's three budgets per norm ("small", "medium", "large"), for 3 x 224 x 224 images in [0, 1].
 ROBUSTART_BUDGETS: dict[str, tuple[float, float, float]] = {
@@ -199,24 +208,53 @@ def random_start(shape: torch.Size, norm: str, eps: float, generator: torch.Gene
     return direction * bview(radius, direction) * eps
 
 
+def l1_topk_direction(
+    grad: torch.Tensor, adv: torch.Tensor, k: int, gap: float = 0.05, *, freeze_box: bool = False
+) -> torch.Tensor:
+    """Sign of the gradient on its ``k`` largest coordinates that can still move inside the box (0 elsewhere).
+
+    The direction of ``pgd_l1_topk`` (Maini et al., 2020). A coordinate is frozen when the gradient pushes it
+    outward and it lies within ``gap`` of that bound; with ``freeze_box`` (the reference code's ``l1_dir_topk``)
+    coordinates sitting on a bound are frozen whatever the gradient says.
+    """
+    blocked = ((grad < 0) & (adv <= gap)) | ((grad > 0) & (adv >= 1 - gap))
+    if freeze_box:
+        blocked = blocked | (adv <= 0) | (adv >= 1)
+    g = grad.masked_fill(blocked, 0).flatten(1)
+    k = max(1, min(int(k), g.shape[1]))
+    kth = g.abs().topk(k, dim=1).values[:, -1:]
+    direction = (g.abs() >= kth).to(grad.dtype) * g.sign()  # sign(0) = 0 keeps blocked coordinates still
+    return direction.view_as(grad)
+
+
 def steepest_step(
     grad: torch.Tensor,
     norm: str,
     step: float,
     l1_sparsity: float = 0.99,
     adv: torch.Tensor | None = None,
+    *,
+    l1_k: int | None = None,
+    l1_gap: float = 0.05,
+    l1_freeze_box: bool = False,
 ) -> torch.Tensor:
-    """The steepest-ascent step of length ``step`` under ``norm``.
+    """The steepest-ascent step of length ``step`` under ``norm`` (every gradient attack and defence uses it).
 
     For l1 the step is SLIDE's sparse direction (Tramer & Boneh, 2019): the sign of the gradient on the coordinates
     whose magnitude lies in the top ``1 - l1_sparsity`` share, normalised to l1 length ``step``. When ``adv`` is
     given, coordinates that sit on the [0, 1] box and whose gradient points out of it are left out before the top-k
-    choice: a step there would be clipped away (on MNIST most pixels are exactly 0 or 1).
+    choice: a step there would be clipped away (on MNIST most pixels are exactly 0 or 1). With ``l1_k`` the l1
+    step is instead ``pgd_l1_topk``'s: ``step / l1_k`` on each of the ``l1_k`` top coordinates of
+    :func:`l1_topk_direction` (``adv`` required; ``l1_gap`` and ``l1_freeze_box`` passed on).
     """
     if norm == "linf":
         return step * grad.sign()
     if norm == "l2":
         return step * grad / bview(lp_norm(grad, "l2").clamp_min(1e-12), grad)
+    if norm == "l1" and l1_k is not None:
+        if adv is None:
+            raise ValueError("the top-k l1 step needs the current point adv")
+        return (step / l1_k) * l1_topk_direction(grad, adv, l1_k, l1_gap, freeze_box=l1_freeze_box)
     if norm == "l1":
         g = grad
         if adv is not None:
