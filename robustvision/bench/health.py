@@ -140,20 +140,10 @@ def evaluate_check_unit(
             metrics["check_pgd_accuracy"] = report.pgd_accuracy
         params = {**kw, "verdict": res.verdict, "message": res.message, "attack": res.attack, "model_card": card_keep}
         records.append(
-            CellRecord(
-                cell_key=cell.key,
-                config_hash=cell.config_hash,
-                dataset=cell.dataset,
-                model=cell.model,
-                technique=cell.technique,
-                noise=cell.noise,
-                kind=CHECK_KIND,
-                severity=cell.severity,
-                seed=cell.seed,
+            CellRecord.from_cell(
+                cell,
                 n=n,
                 metrics=metrics,
-                level=0,
-                family=cell.family,
                 params=params,
                 correct=res.correct,
                 predictions=None,

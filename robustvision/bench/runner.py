@@ -204,20 +204,10 @@ def evaluate_unit(
             if cell.kind == "natural":
                 metrics["corruption_error_lower_better"] = 1.0 - acc
         records.append(
-            CellRecord(
-                cell_key=cell.key,
-                config_hash=cell.config_hash,
-                dataset=cell.dataset,
-                model=cell.model,
-                technique=cell.technique,
-                noise=cell.noise,
-                kind=cell.kind,
-                severity=cell.severity,
-                seed=cell.seed,
+            CellRecord.from_cell(
+                cell,
                 n=len(y),
                 metrics=metrics,
-                level=cell.level,
-                family=cell.family,
                 params=params,
                 correct=correct,
                 predictions=preds,

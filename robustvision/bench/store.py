@@ -212,6 +212,33 @@ class CellRecord:
     predictions: np.ndarray | None = None
     seconds: float = 0.0
 
+    @classmethod
+    def from_cell(cls, cell: Any, *, n: int, metrics: dict[str, float], **fields: Any) -> CellRecord:
+        """The record of a planned :class:`~robustvision.bench.plan.Cell`: its identity plus what was measured.
+
+        Args:
+            cell: the planned cell (its key, config hash, names, kind, severity, level, family and seed are copied).
+            n: how many images were evaluated.
+            metrics: metric name -> value.
+            **fields: the other fields (``params``, ``correct``, ``predictions``, ``seconds``).
+        """
+        return cls(
+            cell_key=cell.key,
+            config_hash=cell.config_hash,
+            dataset=cell.dataset,
+            model=cell.model,
+            technique=cell.technique,
+            noise=cell.noise,
+            kind=cell.kind,
+            severity=cell.severity,
+            seed=cell.seed,
+            n=n,
+            metrics=metrics,
+            level=cell.level,
+            family=cell.family,
+            **fields,
+        )
+
 
 def pack_correct(correct: np.ndarray) -> bytes:
     return np.packbits(np.asarray(correct, dtype=bool)).tobytes()
