@@ -6,3 +6,14 @@ results -> reports. Importing the package does no I/O, seeds nothing and prints 
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "evaluate"]
+
+
+def __getattr__(name: str):
+    # ``robustvision.evaluate`` is imported on first use, so ``import robustvision`` stays light.
+    if name == "evaluate":
+        from robustvision.bench.api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'robustvision' has no attribute {name!r}")

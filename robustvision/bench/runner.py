@@ -49,11 +49,13 @@ class Unit:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What every unit needs besides its cells: device, batch size, torch threads."""
+    """What every unit needs besides its cells: device, batch size, torch threads, and the source image files of
+    the evaluation images (in evaluation order) for the system noises that act on the files themselves."""
 
     device: str = "cpu"
     batch_size: int = 150
     threads: int = 0
+    files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -156,6 +158,10 @@ def evaluate_unit(
         else create_noise(first.noise, **first.kwargs)
     )
     wraps = bool(getattr(noise, "wraps_model", False))
+    if getattr(noise, "reads_files", False):  # system noise of the image pipeline: decode/resize the original files
+        if len(settings.files) < n:
+            raise ValueError(f"{first.noise} reads the original image files; this data set has none")
+        shared = noise.load_files(settings.files[:n], int(x.shape[-1])).to(x.dtype)
     for cell in unit.cells:
         t0 = time.perf_counter()
         model = _load_model(cell.checkpoint, (blobs or {}).get(cell.checkpoint), device)
@@ -287,7 +293,7 @@ def _run_processes(units, images, labels, settings: EvalSettings, on_records: On
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1)
+    worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1, settings.files)
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can deadlock.
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -367,7 +373,7 @@ def run_ray(
         blobs = {p: (Path(p).read_bytes(), Path(p).with_suffix(".json").read_bytes()) for p in checkpoints}
         ref_images, ref_labels, ref_blobs = ray.put(images), ray.put(labels), ray.put(blobs)
         task = ray.remote(num_cpus=1)(_ray_task)
-        worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1)
+        worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1, settings.files)
         pending = {task.remote(u, ref_images, ref_labels, ref_blobs, worker_settings): u for u in units}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -396,6 +402,16 @@ def load_eval_data(cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, Any]:
     return x[order].contiguous(), y[order].contiguous(), ds
 
 
+def eval_files(ds: Any, cfg: BenchConfig) -> tuple[str, ...]:
+    """The source files of the evaluation images, in the order of :func:`load_eval_data` (empty when the data set
+    is not read from files one image per file)."""
+    samples = getattr(ds, "samples", None)
+    if not samples:
+        return ()
+    order = torch.randperm(len(samples), generator=make_generator(cfg.seed, "eval-order", cfg.dataset))
+    return tuple(str(samples[int(i)][0]) for i in order)
+
+
 def run_bench(
     cfg: BenchConfig,
     models: list[ModelEntry],
@@ -418,8 +434,14 @@ def run_bench(
 
     t0 = time.perf_counter()
     images, labels, ds = load_eval_data(cfg)
+    files = eval_files(ds, cfg)
     plan = plan_cells(
-        cfg, models, image_size=int(images.shape[-1]), channels=int(images.shape[1]), test_size=len(labels)
+        cfg,
+        models,
+        image_size=int(images.shape[-1]),
+        channels=int(images.shape[1]),
+        test_size=len(labels),
+        has_files=bool(files),
     )
     if cfg.checks:
         from robustvision.bench.health import plan_check_cells
@@ -450,7 +472,7 @@ def run_bench(
             "run again after it ends to fill in any it did not store"
         )
     units = make_units(todo)
-    settings = EvalSettings(cfg.device, cfg.batch_size, cfg.threads)
+    settings = EvalSettings(cfg.device, cfg.batch_size, cfg.threads, files)
     resolve_device(cfg.device)  # a bad device fails before any work
     written = 0
     done = 0

@@ -129,9 +129,63 @@ def select_models(entries: list[ModelEntry], models: list[str], techniques: list
     return [e for e in out if not techniques or e.technique in techniques]
 
 
-def resolve_models(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[ModelEntry]:
-    """The model variants a config asks for: its checkpoints, or the default zoo; filtered by name/technique."""
-    entries = entries_from_paths(cfg.checkpoints) if cfg.checkpoints else zoo_entries(cfg, log)
+PRETRAINED_CLASSES = 1000  # ImageNet-1k heads
+
+
+def pretrained_checkpoint(name: str, image_size: int = 224, log: Callable[[str], None] = print) -> Path:
+    """A checkpoint (safetensors + card, in the cache folder) of zoo model ``name`` with its ImageNet weights.
+
+    ``tf_efficientnet_lite0/1/2`` read the weights that ship in a package (no download); any other zoo or
+    ``timm:<name>`` model takes the library's pretrained weights (downloads once; needs the network). The
+    checkpoint is written once and reused, so the bench identifies its cells by the weights' hash like any other.
+
+    Raises:
+        ValueError: the weights cannot be had (offline, unknown name: the message says which).
+    """
+    from robustvision.models import create_model
+    from robustvision.models.checkpoints import save_checkpoint
+    from robustvision.models.pretrained import PACKAGED_WEIGHTS
+    from robustvision.registry import UnknownNameError
+    from robustvision.runtime import home_dir
+
+    safe = name.replace(":", "_").replace("/", "_")
+    path = home_dir() / "pretrained" / f"{safe}-{image_size}.safetensors"
+    if path.is_file() and path.with_suffix(".json").is_file():
+        return path
+    arch = name.split(":", 1)[1] if name.startswith("timm:") else name
+    log(f"building {name} with its ImageNet weights ({'packaged' if arch in PACKAGED_WEIGHTS else 'download'})")
+    try:
+        model = create_model(name, num_classes=PRETRAINED_CLASSES, image_size=image_size, pretrained=True)
+    except (UnknownNameError, ModuleNotFoundError, FileNotFoundError):
+        raise
+    except Exception as err:  # hub / network errors come in many types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"cannot load the pretrained weights of {name!r} (they download from the hub): {first}"
+        ) from None
+    source = PACKAGED_WEIGHTS[arch].package if arch in PACKAGED_WEIGHTS else f"{name} (library weights)"
+    card = {"name": name, "technique": "standard", "dataset": "imagenet", "pretrained": source}
+    return save_checkpoint(model.eval(), path, card)
+
+
+def pretrained_entries(cfg: BenchConfig, log: Callable[[str], None] = print, image_size: int = 224) -> list[ModelEntry]:
+    """Entries for ``cfg.models`` built with their ImageNet weights (see :func:`pretrained_checkpoint`)."""
+    if not cfg.models:
+        raise ValueError("--pretrained needs --models: zoo names (tf_efficientnet_lite0, ...) or timm:<name>")
+    names = [m.split("/", 1)[0] for m in cfg.models]
+    return [entry_from_checkpoint(pretrained_checkpoint(n, image_size, log)) for n in dict.fromkeys(names)]
+
+
+def resolve_models(cfg: BenchConfig, log: Callable[[str], None] = print, image_size: int = 224) -> list[ModelEntry]:
+    """The model variants a config asks for: its checkpoints and/or pretrained models, or the default zoo;
+    filtered by name/technique."""
+    if cfg.pretrained:
+        entries = pretrained_entries(cfg, log, image_size)
+        if cfg.checkpoints:
+            entries += entries_from_paths(cfg.checkpoints)
+            return select_models(entries, [], cfg.techniques)
+    else:
+        entries = entries_from_paths(cfg.checkpoints) if cfg.checkpoints else zoo_entries(cfg, log)
     return select_models(entries, cfg.models, cfg.techniques)
 
 

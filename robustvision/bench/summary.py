@@ -108,12 +108,15 @@ def _wcar(store: ResultsStore, group: pd.DataFrame, samples: dict) -> dict[str, 
 def pick_baseline(cells: pd.DataFrame, baseline: str | None) -> str | None:
     """The mCE baseline as ``model/technique``: the one asked for, else the first ``standard`` model by name.
 
-    Hendrycks normalises by AlexNet; a small benchmark has no AlexNet, so a named zoo model plays its part and the
-    report says which.
+    Hendrycks normalises by AlexNet; ``alexnet`` selects AlexNet's published ImageNet-C errors
+    (:data:`~robustvision.bench.metrics.ALEXNET_ERRORS`, for ImageNet data). A small benchmark on other data has no
+    AlexNet, so a named zoo model plays its part and the report says which.
     """
     nat = cells[cells["kind"] == "natural"]
     if nat.empty:
         return None
+    if baseline == M.ALEXNET:
+        return M.ALEXNET
     keys = sorted({f"{m}/{t}" for m, t in zip(nat["model"], nat["technique"], strict=True)})
     if baseline:
         wanted = baseline if "/" in baseline else f"{baseline}/standard"
@@ -150,7 +153,9 @@ def summarize(
     rows = []
     groups = list(cells.groupby(["dataset", "model", "technique"], sort=True))
     for (ds, model, tech), group in groups:
-        if base and f"{model}/{tech}" == base:
+        if base == M.ALEXNET:
+            base_errors[ds] = (M.alexnet_errors(), M.ALEXNET_CLEAN_ERROR)
+        elif base and f"{model}/{tech}" == base:
             clean = group[group["kind"] == "clean"]
             clean_err = 1.0 - float(clean["accuracy"].iloc[0]) if not clean.empty else float("nan")
             base_errors[ds] = (errors(group), clean_err)

@@ -22,7 +22,9 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def bench(
-    preset: str = typer.Option("default", "--preset", help="quick | default | full."),
+    preset: str = typer.Option(
+        "default", "--preset", help="quick | default | full | imagenet (pretrained ImageNet models on real photos)."
+    ),
     models: list[str] | None = typer.Option(None, "--models", help="Models to keep (name or name/technique)."),
     techniques: list[str] | None = typer.Option(None, "--techniques", help="Training techniques to keep."),
     noises: list[str] | None = typer.Option(
@@ -36,8 +38,16 @@ def bench(
     checkpoints: list[str] | None = typer.Option(
         None, "--checkpoints", help="Checkpoint files or folders to evaluate instead of the default zoo."
     ),
+    pretrained: bool | None = typer.Option(
+        None,
+        "--pretrained/--no-pretrained",
+        help="Evaluate --models with their ImageNet weights (tf_efficientnet_lite0/1/2 ship in packages; other zoo "
+        "or timm:<name> models download them).",
+    ),
     n_examples: int | None = typer.Option(None, "--n-examples", help="Test images per cell (0 = all)."),
     n_adversarial: int | None = typer.Option(None, "--n-adversarial", help="Test images per attack cell."),
+    n_natural: int | None = typer.Option(None, "--n-natural", help="Test images per corruption cell (0 = n-examples)."),
+    n_system: int | None = typer.Option(None, "--n-system", help="Test images per system-noise cell (0 = n-examples)."),
     attack_steps: int | None = typer.Option(None, "--attack-steps", help="Iterations of PGD/MIM."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed (every cell's seed derives from it)."),
     store: str | None = typer.Option(None, "--store", help=STORE_HELP + " Default runs/robustvision.db."),
@@ -49,7 +59,9 @@ def bench(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads per process (0 = torch's default)."),
     out: str | None = typer.Option(None, "--out", help="Report to write (default report.html; '' for none)."),
-    baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="mCE baseline: a model (name or name/technique), or alexnet (published errors)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML file of bench config fields."),
     checks: bool | None = typer.Option(
         None, "--checks/--no-checks", help="Run the cheap health checks on every model (default: on)."
@@ -64,7 +76,7 @@ def bench(
     """
     from robustvision.bench.plan import load_config, noise_settings, split_selectors
     from robustvision.bench.report import write_report
-    from robustvision.bench.runner import check_ray_address, load_eval_data, run_bench
+    from robustvision.bench.runner import check_ray_address, eval_files, load_eval_data, run_bench
     from robustvision.bench.sources import resolve_models
     from robustvision.bench.store import ResultsStore
     from robustvision.bench.summary import summarize
@@ -79,8 +91,11 @@ def bench(
             dataset=dataset,
             data_root=data_root,
             checkpoints=_split(checkpoints),
+            pretrained=pretrained,
             n_examples=n_examples,
             n_adversarial=n_adversarial,
+            n_natural=n_natural,
+            n_system=n_system,
             attack_steps=attack_steps,
             seed=seed,
             store=store,
@@ -101,11 +116,21 @@ def bench(
         if cfg.executor == "ray" and cfg.ray_address:
             check_ray_address(cfg.ray_address)
         # Validate the noise list (budgets, severities, names) on the data set before any training or writing.
-        images, _, _ = load_eval_data(cfg)
-        noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]))
+        if cfg.dataset == "imagefolder" and not cfg.data_root:
+            raise ValueError(
+                "--dataset imagefolder needs --root DIR (the imagenet preset defaults to "
+                "../shared/data/imagenet_samples, which is absent here)"
+            )
+        images, _, ds = load_eval_data(cfg)
+        has_files = bool(eval_files(ds, cfg))
+        noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]), has_files=has_files)
         with ResultsStore(cfg.store) as rs:  # opened first: a bad store fails before any training
-            entries = resolve_models(cfg, log=lambda msg: console.print(f"[yellow]{msg}[/]"))
-            if cfg.baseline:  # the mCE baseline must be a model of this run or of the store
+            entries = resolve_models(
+                cfg, log=lambda msg: console.print(f"[yellow]{msg}[/]"), image_size=int(images.shape[-1])
+            )
+            if (
+                cfg.baseline and cfg.baseline != "alexnet"
+            ):  # the mCE baseline must be a model of this run or of the store
                 wanted = cfg.baseline if "/" in cfg.baseline else f"{cfg.baseline}/standard"
                 stored = rs.cells(dataset=cfg.dataset)
                 known = {m.key for m in entries} | set(stored["model"] + "/" + stored["technique"])

@@ -40,17 +40,30 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def resized_shape(width: int, height: int, size: int) -> tuple[int, int] | None:
+    """``(width, height)`` after resizing the short side to ``size * 8/7`` (``size`` when the image is smaller
+    than that), or ``None`` when the image is already ``size x size``: the first step of the validation pipeline."""
+    if (width, height) == (size, size):
+        return None
+    short = round(size * RESIZE_RATIO) if min(width, height) > size * RESIZE_RATIO else size
+    scale = short / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the centred ``size x size`` crop."""
+    left, top = (width - size) // 2, (height - size) // 2
+    return left, top, left + size, top + size
+
+
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize the short side to ``size`` (or ``size * 8/7`` when larger than ``size``) and centre-crop ``size``."""
-    w, h = img.size
-    if (w, h) == (size, size):
+    """Resize the short side to ``size`` (or ``size * 8/7`` when larger than ``size``) and centre-crop ``size``
+    (PIL, bilinear: RobustART's and torchvision's ``Resize(256)`` + ``CenterCrop(224)`` for 224)."""
+    shape = resized_shape(*img.size, size)
+    if shape is None:
         return img
-    short = round(size * RESIZE_RATIO) if min(w, h) > size * RESIZE_RATIO else size
-    scale = short / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    img = img.resize(shape, Image.BILINEAR)
+    return img.crop(center_crop_box(*shape, size))
 
 
 class ImageFolderDataset(ImageClassificationDataset):
@@ -128,12 +141,13 @@ def read_labels_file(root: Path, labels_file: Path) -> tuple[list[tuple[Path, in
     for _, idx, wnid in rows:
         if wnid:
             names[idx] = wnid
-    missing = [str(p) for p, _, _ in rows if not p.exists()]
+    missing = [p.name for p, _, _ in rows if not p.is_file()]
     if missing:
-        warnings.warn(
-            f"{len(missing)} file(s) named in {labels_file.name} are missing, e.g. {missing[0]}", stacklevel=2
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise FileNotFoundError(
+            f"{str(labels_file)!r} names {len(missing)} file(s) that are not in {str(root)!r}: {shown}"
         )
-    return [(p, i) for p, i, _ in rows if p.exists()], names
+    return [(p, i) for p, i, _ in rows], names
 
 
 @DATASETS.register("imagefolder", kind="classification", needs_root=True)

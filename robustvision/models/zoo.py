@@ -291,6 +291,10 @@ def _make_builder(entry: ZooEntry):
         if packaged is not None:
             mean = packaged.mean if mean is None else mean
             std = packaged.std if std is None else std
+        elif pretrained and in_chans == 3:  # the library's weights come with their own normalisation
+            cfg = getattr(net, "pretrained_cfg", None) or {}
+            mean = tuple(cfg["mean"]) if mean is None and len(cfg.get("mean", ())) == 3 else mean
+            std = tuple(cfg["std"]) if std is None and len(cfg.get("std", ())) == 3 else std
         return ImageClassifier(
             net,
             arch=entry.name,

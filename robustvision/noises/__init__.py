@@ -11,6 +11,7 @@ from robustvision.noises import (  # noqa: F401  (each registers noises)
     cw,
     fab,
     l1_topk,
+    pipeline,
     precision,
     square,
     system,
