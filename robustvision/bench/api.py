@@ -194,7 +194,12 @@ def evaluate(
             checkpoint_hash=weights_hash(net),
         )
         plan = plan_cells(
-            cfg, [entry], image_size=int(images.shape[-1]), channels=int(images.shape[1]), test_size=len(labels)
+            cfg,
+            [entry],
+            image_size=int(images.shape[-1]),
+            channels=int(images.shape[1]),
+            test_size=len(labels),
+            has_files=bool(files),
         )
         records: list[CellRecord] = []
         settings = EvalSettings(cfg.device, cfg.batch_size, cfg.threads, files=files)
