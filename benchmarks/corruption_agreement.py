@@ -5,7 +5,8 @@ its packaged ImageNet weights is evaluated clean, then under each of the 19 Imag
 (default 3), once with ``robustvision.noises`` (batched, seeded) and once with imagecorruptions 1.1.2's
 ``corrupt(image, severity, name)`` per image (numpy seeded; the upstream master fixes applied where 1.1.2 is broken
 on the installed NumPy / scikit-image: ``gaussian``'s ``multichannel`` and ``np.float_``). The table gives both
-accuracy drops in points and their difference; the target is agreement within 5 points per corruption,
+accuracy drops in points and their difference (both sides' images truncated to uint8, as imagecorruptions
+returns them); the target is agreement within 5 points per corruption,
 elastic_transform excepted (ours follows Hendrycks' original ImageNet-C formula, with the affine warp that
 imagecorruptions drops). imagecorruptions' glass_blur is a per-pixel Python loop (about 10 s per 224-px image here):
 it runs on the first ``--glass-images`` images only, and both sides of that row use those images.
@@ -109,7 +110,8 @@ def main() -> None:
         xs, ys = x[:n], y[:n]
         base = accuracy(model, xs, ys) if n != len(y) else clean
         g = torch.Generator().manual_seed(args.seed)
-        ours = accuracy(model, create_noise(name, severity=args.severity)(xs, generator=g), ys)
+        noisy = create_noise(name, severity=args.severity)(xs, generator=g)
+        ours = accuracy(model, (noisy * 255).floor() / 255, ys)  # stored as uint8, truncated like the reference
         np.random.seed(args.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -118,7 +120,7 @@ def main() -> None:
         ref = accuracy(model, ref_x, ys)
         d_ours, d_ref = 100 * (base - ours), 100 * (base - ref)
         diff = d_ours - d_ref
-        ok = abs(diff) <= TARGET_POINTS
+        ok = abs(diff) <= TARGET_POINTS + 1e-9
         verdict = "yes" if ok else ("no (excepted)" if name in EXCEPTED else "NO")
         if not ok and name not in EXCEPTED:
             misses.append(name)
