@@ -17,6 +17,7 @@ Usage::
     python benchmarks/das_imagenet.py                      # 64 views, Lite0/1/2, original and random paint
     python benchmarks/das_imagenet.py --quick              # 8 views, Lite0 only
     python benchmarks/das_imagenet.py --textures naive=runs/das/naive/texture.pt,das=runs/das/das/texture.pt
+    python benchmarks/das_imagenet.py --faces ../shared/data/das_car/fca_car_assets/exterior_face.txt
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=7, help="seed of the held-out views (das evaluate's default)")
+    parser.add_argument("--faces", default=None, help="paintable face ids, 1-based (default: DAS all_faces.txt)")
     parser.add_argument("--textures", default="", help="name=texture.pt pairs from `robustvision das optimize`")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="8 views, Lite0 only")
@@ -60,7 +62,7 @@ def main() -> None:
     from robustvision.physical.dataset import load_backgrounds, load_car_assets, make_views, original_texture
     from robustvision.physical.texture import CubeTexture, random_cube_colors
 
-    assets = load_car_assets()
+    assets = load_car_assets(faces=args.faces)
     print_prerequisites([], [f"car: {assets.name}", "backgrounds: ../shared/data/backgrounds (when present)"])
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(args.seed)
