@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/checks.py                               # lenet5/standard, plain and masked
     python benchmarks/checks.py --models all --home /tmp/rv   # every member of the default zoo
+    python benchmarks/checks.py --quick                       # lenet5/standard on 30 images, plain and masked
 
 Wall time depends on what else runs on the machine: the script prints the load average and the process CPU time
 beside it; quote both.
@@ -43,10 +44,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="images checked")
     ap.add_argument("--no-masked", action="store_true", help="skip the masked negative controls")
     ap.add_argument("--json", default=None, help="write every result to this JSON file")
+    ap.add_argument("--quick", action="store_true", help="lenet5/standard only, 30 images (a smoke run)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.n = "lenet5/standard", min(args.n, 30)
     if args.home:
         os.environ["ROBUSTVISION_HOME"] = args.home
 
+    from _support import print_prerequisites
+
+    print_prerequisites([])  # zoo members are trained (seeded) and cached on first use
     import torch
 
     from robustvision.bench.plan import BenchConfig
@@ -119,4 +126,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _support import run
+
+    run(main)

@@ -214,8 +214,10 @@ def print_results(results: list[dict], n_eval: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for mode in ("quick", "medium", "long"):
-        parser.add_argument(f"--{mode}", action="store_true", help=f"{mode} settings (see SETTINGS)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="smoke settings: 1 epoch, 2000 images, 3-step attacks")
+    modes.add_argument("--medium", action="store_true", help="2 epochs, 8000 images, 5-step attacks, fast recipe")
+    modes.add_argument("--long", action="store_true", help="reference recipe, 3 epochs, 10-step attacks")
     parser.add_argument("--root", default=None, help="MNIST folder (default: <shared data>/mnist)")
     parser.add_argument("--methods", default=ALL_METHODS)
     parser.add_argument("--recipe", default=None, help="fast | reference (default: the mode's)")
