@@ -76,7 +76,8 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(project)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -86,7 +87,8 @@ def main() -> None:
     table = Table(title=f"Per-click latency at 480x320, {args.clicks} clicks, torch threads=2")
     for col in ("backend", "HTTP median ms", "HTTP p95 ms", "direct median ms", "direct p95 ms", "HTTP overhead ms"):
         table.add_column(col, justify="right" if "ms" in col else "left")
-    with httpx.Client(base_url=base, timeout=60) as client:
+    # State-changing calls echo the per-launch token, as the tool's own page does.
+    with httpx.Client(base_url=base, timeout=60, headers={"X-RV-Token": app.state.token}) as client:
         for backend in backends:
             try:
                 on_torch_thread(create_predictor, backend)
