@@ -101,6 +101,17 @@ def test_store_option_errors_are_one_clear_line(tmp_path):
         store_results(str(tmp_path / "dir"), "iseg", [_row()], {})
 
 
+def test_results_show_on_a_store_without_bench_rows(tmp_path):
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        store.write_results("defend", [_row()], config={})
+    out = " ".join(_ok(["results", "show", "--store", str(db)]).split())
+    assert "holds no benchmark results (it holds 1 defend rows)" in out
+    assert "1 result rows" in _ok(["results", "show", "--store", str(db), "--raw"])
+    html = write_report(ResultsStore(db, create=False), tmp_path / "r.html").read_text()
+    assert re.findall(r'<section class="capability" id="(\w+)"', html) == ["defend"]
+
+
 # --------------------------------------------------------------------------------------------- five commands
 def _ok(args: list[str]) -> str:
     result = runner.invoke(app, args)

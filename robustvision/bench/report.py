@@ -107,7 +107,7 @@ def _fmt(col: str, v: object, percent: frozenset[str] | set[str] = frozenset()) 
 def _header(col: str, percent: frozenset[str] | set[str] = frozenset()) -> str:
     info = METRICS.get(col)
     if col in percent:
-        return f"<th>{html.escape(col.replace('_', ' '))} %</th>"
+        return f"<th>{html.escape(col)} %</th>"
     if info is None:
         label = col.replace("_", " ")
         if col.startswith("wcar_level"):

@@ -63,6 +63,7 @@ def defend_section(rows: pd.DataFrame) -> Section:
     table = table[["dataset", "variant", *order]]
     n = rows.groupby(["dataset", "variant"])["n"].max().rename("n").reset_index()
     table = table.merge(n, on=["dataset", "variant"], how="left")
+    table["n"] = table["n"].astype(int)
     for metric, label in (("e2e_accuracy", "union e2e only"), ("perfect_routing_accuracy", "union perfect routing")):
         extra = rows[(rows["metric"] == metric) & (rows["noise"] == "union")]
         if not extra.empty:
@@ -136,7 +137,10 @@ def iseg_section(rows: pd.DataFrame) -> Section:
     ious = sorted((c for c in wide.columns if c.startswith("iou@")), key=lambda c: int(c[4:]))
     cols = ["dataset", "predictor", "instances", *nocs, *over, *ious]
     cols += [c for c in ("click_ms_median",) if c in wide.columns]
-    table = wide[cols]
+    table = wide[cols].copy()
+    for c in ("instances", *over):  # counts
+        if table[c].notna().all():
+            table[c] = table[c].round().astype(int)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     labels = list(table["dataset"] + "/" + table["predictor"])
     _bars(left, nocs, {lab: list(table.loc[i, nocs].astype(float)) for i, lab in enumerate(labels)}, "mean clicks")
@@ -169,7 +173,8 @@ def adapt_section(rows: pd.DataFrame) -> Section:
     n = rows.groupby(index)["n"].max().rename("images").reset_index()
     table = table.merge(n, on=index, how="left").rename(columns={"dataset": "target", "technique": "method"})
     table = table[[c for c in ("target", "model", "method", "seed", "images", "miou", "pixel_accuracy") if c in table]]
-    groups = table.groupby(["target", "model", "method"], sort=True)["miou"]
+    table = table.rename(columns={"miou": "mIoU", "pixel_accuracy": "pixel acc"})
+    groups = table.groupby(["target", "model", "method"], sort=True)["mIoU"]
     labels = [
         f"{m}\n{t}/{a}" if table["target"].nunique() > 1 or table["model"].nunique() > 1 else m
         for (t, a, m), _ in groups
@@ -187,7 +192,7 @@ def adapt_section(rows: pd.DataFrame) -> Section:
         "checkpoint (method and seed), from `robustvision adapt train` (its evaluation after training) or "
         "`robustvision adapt evaluate`."
     )
-    return Section(table, ["target", "model", "method"], fig, note, {"miou", "pixel_accuracy"})
+    return Section(table, ["target", "model", "method"], fig, note, {"mIoU", "pixel acc"})
 
 
 SECTIONS: dict[str, Callable[[pd.DataFrame], Section]] = {

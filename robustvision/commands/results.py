@@ -125,7 +125,8 @@ def show(
             if raw:
                 df = rs.results(run_id=run, dataset=dataset)
                 table = Table(title=f"{len(df)} result rows in {rs.display_url}")
-                cols = ["run_id", "model", "technique", "noise", "kind", "severity", "metric", "value", "n"]
+                cols = ["run_id", "capability", "model", "technique", "noise", "kind", "severity", "metric", "value"]
+                cols.append("n")
                 for c in cols:
                     table.add_column(c)
                 for _, row in df.tail(limit).iterrows():
@@ -134,7 +135,15 @@ def show(
                 return
             summary = summarize(rs, run_id=run, dataset=dataset, baseline=baseline)
             if summary.leaderboard.empty:
-                console.print(f"The results store {rs.display_url} holds no results yet; run `robustvision bench`.")
+                counts = rs.results(run_id=run, dataset=dataset)["capability"].value_counts()
+                if counts.empty:
+                    console.print(f"The results store {rs.display_url} holds no results yet; run `robustvision bench`.")
+                else:
+                    held = ", ".join(f"{n} {c}" for c, n in counts.items())
+                    console.print(
+                        f"The results store {rs.display_url} holds no benchmark results (it holds {held} rows); "
+                        "see them with `results show --raw` or `robustvision report`."
+                    )
                 return
             console.print(leaderboard_table(summary, full=full, width=console.width))
 
