@@ -625,6 +625,8 @@ class ResultsStore:
                             capability=capability,
                         )
                     )
+        except IntegrityError:
+            return 0  # another writer stored the same run's rows first
         except (DBAPIError, SQLAlchemyError) as err:
             raise StoreError(f"cannot write to results store {self.display_url}: {_first_line(err)}") from None
         return len(new)
