@@ -40,7 +40,7 @@ def bench(
     n_adversarial: int | None = typer.Option(None, "--n-adversarial", help="Test images per attack cell."),
     attack_steps: int | None = typer.Option(None, "--attack-steps", help="Iterations of PGD/MIM."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed (every cell's seed derives from it)."),
-    store: str | None = typer.Option(None, "--store", help=STORE_HELP + " Default runs/robustvision.db."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     executor: str | None = typer.Option(None, "--executor", help="local (this machine; --workers processes) or ray."),
     workers: int | None = typer.Option(
         None, "--workers", help="Local worker processes, or CPUs of a local Ray instance (0 = automatic)."

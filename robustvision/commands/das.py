@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from robustvision.commands import check_at_least, user_errors
+from robustvision.commands.results import STORE_HELP
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -222,9 +223,11 @@ def optimize(
     eval_views: int = typer.Option(32, help="Held-out views for metrics.json."),
     seed: int = typer.Option(2333, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Optimise a camouflage texture; writes texture.pt, gallery PNGs + index.html and metrics.json."""
     with user_errors():
+        from robustvision.bench.capabilities import store_das
         from robustvision.physical.attack import AttackConfig, optimize_texture
         from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
         from robustvision.physical.evaluation import evaluate_texture
@@ -316,6 +319,8 @@ def optimize(
             car_classes=cars,
         )
         console.print(json.dumps(metrics, indent=2))
+        textures = {"original": metrics["original"], "seed": metrics["seed"], out.resolve().name: metrics["attacked"]}
+        console.print(store_das(store, textures, car=assets.name, n=eval_views, seed=seed + 1))
 
 
 # DAS test.py: ImageNet cab, convertible, jeep, sports car, grille, racer, limousine
@@ -355,9 +360,11 @@ def evaluate(
     views: int = typer.Option(100, help="Held-out views."),
     seed: int = typer.Option(7, help="Seed of the held-out views."),
     out: Path | None = typer.Option(None, help="Write the metrics as JSON here."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Measure a texture's car accuracy on any models (and AP@0.5 of a detector) on held-out views."""
     with user_errors():
+        from robustvision.bench.capabilities import das_texture_label, store_das
         from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
         from robustvision.physical.evaluation import evaluate_texture
         from robustvision.physical.targets import load_model
@@ -394,6 +401,7 @@ def evaluate(
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(metrics, indent=2))
+        console.print(store_das(store, {das_texture_label(texture): metrics}, car=assets.name, n=views, seed=seed))
 
 
 def load_texture(path: str, assets):

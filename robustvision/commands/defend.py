@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from robustvision.commands import user_errors
+from robustvision.commands.results import STORE_HELP
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -159,6 +160,7 @@ def evaluate(
     routing_attacks: str = typer.Option("first", help="GBN: perfect-routing attacks: 'first' of each norm, or 'all'."),
     batch_size: int = typer.Option(250, help="Attack batch size."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     seed: int = typer.Option(0, help="Attack seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
@@ -167,6 +169,7 @@ def evaluate(
     with user_errors():
         import torch
 
+        from robustvision.bench.capabilities import store_defend
         from robustvision.commands import check_at_least
         from robustvision.defenses.evaluation import attack_list, evaluate_robustness, format_report, parse_attack
         from robustvision.defenses.multi_perturbation import budgets_for
@@ -223,6 +226,7 @@ def evaluate(
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps({"checkpoint": str(checkpoint), **report.to_dict()}, indent=2))
             console.print(f"wrote {json_out}")
+        console.print(store_defend(store, report.to_dict(), checkpoint=checkpoint, card=card, dataset=name, seed=seed))
 
 
 @app.command("methods")
