@@ -53,7 +53,7 @@ from robustvision.defenses.multi_perturbation import (
     reference_attack,
 )
 from robustvision.models import create_model
-from robustvision.models.checkpoints import load_state, read_card, save_checkpoint
+from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_weights, save_checkpoint
 from robustvision.models.wrappers import ImageClassifier
 from robustvision.runtime import make_generator, resolve_device, seed_everything
 
@@ -467,7 +467,11 @@ def save_defense(
     data: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a defended model (safetensors + model card with method, budgets, GBN layout, history, data split)."""
+    """Save a defended model (safetensors + model card with method, budgets, GBN layout, history, data split).
+
+    Written atomically through :func:`~robustvision.models.checkpoints.save_checkpoint` (the classifier format of
+    :func:`~robustvision.models.checkpoints.save_weights`), so :func:`load_defense` and ``load_checkpoint`` read it.
+    """
     card = {
         "technique": config.method,
         "defense": config.to_dict(),
@@ -494,8 +498,7 @@ def load_defense(
             weights that do not fit the architecture.
         FileNotFoundError: missing checkpoint or card.
     """
-    card = read_card(path)
-    state = load_state(path)
+    state, card = load_weights(path, fmt=CLASSIFIER_FORMAT)
     for key in ("arch", "num_classes", "image_size"):
         if key not in card:
             raise ValueError(f"model card of {str(path)!r} lacks {key!r}; was it written by save_defense?")

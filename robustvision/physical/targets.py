@@ -8,13 +8,13 @@ takes [0, 1] images and normalises inside (the package's model contract).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from robustvision.models.checkpoints import load_weights, save_weights
 from robustvision.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer
 
 __all__ = [
@@ -25,7 +25,10 @@ __all__ = [
     "build_detector",
     "save_model",
     "load_model",
+    "TARGET_FORMAT",
 ]
+
+TARGET_FORMAT = "robustvision.das.target/1"
 
 
 class Normalized(PixelNormalizer):
@@ -122,30 +125,31 @@ def build_detector(image_size: int = 64) -> CarDetector:
 
 
 def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
-    """Weights as safetensors plus a JSON card (``kind``, ``arch``, ``image_size``, ...) beside them."""
-    from safetensors.torch import save_file
+    """Weights as safetensors plus a JSON card (``kind``, ``arch``, ``image_size``, ...) beside them.
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str))
-    return path
+    Written atomically by :func:`~robustvision.models.checkpoints.save_weights` (format :data:`TARGET_FORMAT`;
+    the card also gets the package version and git commit).
+    """
+    return save_weights(model, path, card, fmt=TARGET_FORMAT)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model` (safetensors, no pickle)."""
-    from safetensors.torch import load_file
+    """Rebuild a model saved by :func:`save_model` (safetensors, no pickle).
 
+    Files written before the format tag existed (the same safetensors + JSON card layout, no ``format`` field)
+    load as well.
+
+    Raises:
+        FileNotFoundError: the weights or the card is missing.
+        ValueError: the card names another format, or the weights are unreadable.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint not found: {path}")
-    card_file = path.with_suffix(".json")
-    if not card_file.is_file():
-        raise FileNotFoundError(f"model card missing beside the checkpoint: {card_file}")
-    card = json.loads(card_file.read_text())
+    state, card = load_weights(path, fmt=TARGET_FORMAT)
     if card.get("kind") == "detector":
         model: nn.Module = build_detector(card["image_size"])
     else:
         model = build_classifier(card["arch"], card["num_classes"], card["image_size"])
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(state)
     return model.to(device).eval(), card
