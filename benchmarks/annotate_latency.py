@@ -63,7 +63,7 @@ def main() -> None:
 
     from robustvision.app.annotate.controller import AnnotationProject
     from robustvision.app.annotate.server import create_app
-    from robustvision.runtime import on_torch_thread
+    from robustvision.app.annotate.threads import on_torch_thread
     from robustvision.segmentation.interactive import Click, create_predictor
 
     torch.set_num_threads(2)
@@ -105,8 +105,9 @@ def main() -> None:
                     "/api/session/click", json={"client": cid, "x": x, "y": y, "positive": pos}
                 ).raise_for_status()
                 http_ms.append((time.perf_counter() - t0) * 1000)
-            # The direct calls run on the tool's torch thread too (see robustvision.runtime.on_torch_thread): from
-            # any other thread they would be slowed by the second OpenMP team, not by HTTP.
+            # The direct calls run on the tool's torch thread too (see
+            # robustvision.app.annotate.threads.on_torch_thread): from any other thread they would be slowed by the
+            # second OpenMP team, not by HTTP.
             predictor = on_torch_thread(create_predictor, backend)
             on_torch_thread(predictor.set_image, image)
             direct_ms, clicks = [], []

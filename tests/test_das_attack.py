@@ -291,6 +291,22 @@ def test_car_dataset_and_target_checkpoints(assets, tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
+def test_seeded_targets_are_reproducible_and_leave_the_global_generator_alone():
+    from robustvision.physical.targets import build_detector
+
+    state = torch.get_rng_state()
+    a = build_classifier("das_vit", 2, 32, seed=3).state_dict()
+    assert torch.equal(torch.get_rng_state(), state)
+    b = build_classifier("das_vit", 2, 32, seed=3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same weights the global seed gave before the seed became an argument
+    torch.manual_seed(3)
+    c = build_classifier("das_vit", 2, 32).state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    d1, d2 = build_detector(32, seed=1).state_dict(), build_detector(32, seed=2).state_dict()
+    assert not torch.equal(d1["head.weight"], d2["head.weight"])
+
+
 def test_target_checkpoints_share_the_package_format_and_old_files_still_load(tmp_path):
     from safetensors.torch import save_file
 

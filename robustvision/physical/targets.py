@@ -8,6 +8,8 @@ takes [0, 1] images and normalises inside (the package's model contract).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from robustvision.models.checkpoints import load_weights, save_weights
 from robustvision.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer
 
 __all__ = [
+    "DAS_IMAGENET_CAR_CLASSES",
     "TARGET_ARCHS",
     "Normalized",
     "CarDetector",
@@ -29,6 +32,9 @@ __all__ = [
 ]
 
 TARGET_FORMAT = "robustvision.das.target/1"
+
+# DAS test.py: ImageNet cab, convertible, jeep, sports car, grille, racer, limousine
+DAS_IMAGENET_CAR_CLASSES = (468, 511, 609, 817, 581, 751, 627)
 
 
 class Normalized(PixelNormalizer):
@@ -74,22 +80,49 @@ TARGET_ARCHS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-def build_classifier(name: str, num_classes: int = 2, image_size: int = 64) -> nn.Module:
-    """A [0, 1]-input classifier: one of :data:`TARGET_ARCHS` or any name ``robustvision.models`` knows."""
-    if name in TARGET_ARCHS:
-        family, builder, layer = TARGET_ARCHS[name]
-        model = Normalized(
-            builder(num_classes, image_size), arch=name, family=family, num_classes=num_classes, image_size=image_size
-        )
-        model.cam_layer = layer
-        return model
-    try:
-        from robustvision.models import create_model
-    except ImportError as err:
-        raise ValueError(
-            f"unknown target model {name!r}: choose from {', '.join(TARGET_ARCHS)} (the zoo is not installed)"
-        ) from err
-    return create_model(name, num_classes=num_classes, image_size=image_size)
+@contextmanager
+def _init_seed(seed: int | None) -> Iterator[None]:
+    """Draw the weight initialisation from the CPU generator seeded with ``seed``, leaving the global state as it was.
+
+    ``nn.Module`` constructors (ours and timm's) take no generator: they draw from torch's default CPU generator,
+    so a seed is applied to it inside ``fork_rng`` and the caller's random state is restored afterwards.
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def build_classifier(name: str, num_classes: int = 2, image_size: int = 64, *, seed: int | None = None) -> nn.Module:
+    """A [0, 1]-input classifier: one of :data:`TARGET_ARCHS` or any name ``robustvision.models`` knows.
+
+    Args:
+        name: the architecture.
+        num_classes: output classes.
+        image_size: input side in pixels.
+        seed: seeds the weight initialisation (None: torch's current global state).
+    """
+    with _init_seed(seed):
+        if name in TARGET_ARCHS:
+            family, builder, layer = TARGET_ARCHS[name]
+            model = Normalized(
+                builder(num_classes, image_size),
+                arch=name,
+                family=family,
+                num_classes=num_classes,
+                image_size=image_size,
+            )
+            model.cam_layer = layer
+            return model
+        try:
+            from robustvision.models import create_model
+        except ImportError as err:
+            raise ValueError(
+                f"unknown target model {name!r}: choose from {', '.join(TARGET_ARCHS)} (the zoo is not installed)"
+            ) from err
+        return create_model(name, num_classes=num_classes, image_size=image_size)
 
 
 class CarDetector(nn.Module):
@@ -119,9 +152,10 @@ class CarDetector(nn.Module):
         return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * size
 
 
-def build_detector(image_size: int = 64) -> CarDetector:
-    """The car detector (:class:`CarDetector`)."""
-    return CarDetector(image_size)
+def build_detector(image_size: int = 64, *, seed: int | None = None) -> CarDetector:
+    """The car detector (:class:`CarDetector`); ``seed`` seeds its weight initialisation."""
+    with _init_seed(seed):
+        return CarDetector(image_size)
 
 
 def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:

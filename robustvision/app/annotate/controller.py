@@ -24,8 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from robustvision.app.annotate.geometry import check_polygons, mask_to_polygons
 from robustvision.app.annotate.labels import Label, read_labels, write_labels
 from robustvision.app.annotate.storage import AnnotationStore
+from robustvision.app.annotate.threads import on_torch_thread
 from robustvision.fileio import remove_stale_temps
-from robustvision.runtime import on_torch_thread
 from robustvision.segmentation.interactive import PRED_THRESHOLD, Click, create_predictor, list_predictors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
