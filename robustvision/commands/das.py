@@ -99,11 +99,11 @@ def train(
 ) -> None:
     """Train car classifiers (one per family) and the car detector; writes <data>/models/*.safetensors."""
     with user_errors():
-        from robustvision.physical.train import TrainConfig, train_targets
+        from robustvision.physical.train import TargetTrainConfig, train_targets
         from robustvision.runtime import resolve_device
         from robustvision.training.progress import progress_bar
 
-        cfg = TrainConfig(epochs=epochs, lr=lr, shift=shift, seed=seed, device=str(resolve_device(device)))
+        cfg = TargetTrainConfig(epochs=epochs, lr=lr, shift=shift, seed=seed, device=str(resolve_device(device)))
         names = [m.strip() for m in models.split(",") if m.strip()]
         with progress_bar(console=console) as bar:
             tasks: dict[str, int] = {}

@@ -6,6 +6,13 @@ a second optimiser of their own (SGD, lr 0.1, momentum 0.8 as in the reference c
 the gate reads detached features and never enters the classification path, so one backward of the summed losses
 is exactly the reference's two separate backward passes.
 
+It stays a loop of its own rather than a ``loss_fn`` hook on :class:`robustvision.training.Trainer`: the published
+GBN and baseline figures come from it bit for bit, and the Trainer differs in every draw and step that decides them
+(its data order comes from per-epoch keyed generators, not the one run generator the attacks share; it drops the
+last batch; biases get no weight decay; it has one optimiser, where GBN's gates need their own; and its cosine,
+:func:`robustvision.training.schedule.warmup_cosine`, rounds differently in the last bit on about a fifth of the
+steps).
+
 Two recipes (:data:`RECIPES`, :meth:`DefenseConfig.from_recipe`):
 
 - ``fast``: short runs: few-step training attacks with a random start, SGD lr 0.05 / momentum 0.9 / weight decay
@@ -313,6 +320,8 @@ def set_lenet_padding(model: ImageClassifier, padding: int) -> ImageClassifier:
 
 
 def _lr_factor(step: int, total: int) -> float:
+    # Not training.schedule.warmup_cosine: it computes pi * (step / total), this pi * step / total; the last bit
+    # differs on some steps and the published figures were trained with this one.
     return 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 

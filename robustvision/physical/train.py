@@ -1,8 +1,12 @@
 """Training the DAS targets (car classifiers, car detector) on the rendered car data set.
 
 A compact AdamW + cosine loop with flip augmentation: the data are small uint8 tensors in memory and the
-loop is the same for every family. (The package's general ``robustvision.training`` Trainer serves the zoo's
-classification benchmarks; the detector here needs a box loss it does not have.)
+loop is the same for every family. It stays a loop of its own rather than a ``loss_fn`` hook on
+:class:`robustvision.training.Trainer` because the published targets come from it bit for bit: one generator
+seeded with the run's seed draws the data order, flips and shifts in turn, every parameter gets weight decay, the
+last batch is kept, and the warm-up is ``(step + 1) / warm``. The Trainer draws its data order per epoch from its
+own keyed generators, drops the last batch and exempts biases from weight decay, and its cosine rounds differently
+in the last bit, so porting the loop would change every documented figure.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from torch import nn
 from robustvision.fileio import atomic_write_text
 from robustvision.physical.targets import CarDetector, build_classifier, build_detector, save_model
 
-__all__ = ["TrainConfig", "train_classifier", "train_detector", "train_targets", "predict", "box_iou"]
+__all__ = ["TargetTrainConfig", "train_classifier", "train_detector", "train_targets", "predict", "box_iou"]
 
 
 @dataclass
-class TrainConfig:
+class TargetTrainConfig:
     """Training settings for a DAS target.
 
     Attributes:
@@ -83,7 +87,7 @@ def train_classifier(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    config: TrainConfig,
+    config: TargetTrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` on uint8 ``images`` ``(N, 3, S, S)`` with int64 ``labels``; returns final train loss/acc."""
@@ -136,7 +140,7 @@ def train_detector(
     images: torch.Tensor,
     labels: torch.Tensor,
     boxes: torch.Tensor,
-    config: TrainConfig,
+    config: TargetTrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train the one-box detector: BCE on objectness, L1 + (1 - IoU) on the box of car images."""
@@ -197,7 +201,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> to
 def train_targets(
     data: str | Path,
     models: Sequence[str],
-    config: TrainConfig,
+    config: TargetTrainConfig,
     *,
     detector: bool = True,
     extra_data: Sequence[str | Path] = (),
