@@ -58,17 +58,20 @@ def require_extra(module: str, extra: str) -> Any:
         The imported module.
 
     Raises:
-        ModuleNotFoundError: the module is not installed; the message names the ``pip install`` to run.
+        MissingExtraError: (a ``ModuleNotFoundError``) the module is not installed; the message names the
+            ``pip install`` to run, and the CLI prints it as one line.
 
     Example:
         >>> np_module = require_extra("numpy", "bench")
     """
     import importlib
 
+    from robustvision.errors import MissingExtraError
+
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
+        raise MissingExtraError(
             f"{module.split('.')[0]} is not installed; it comes with the {extra!r} extra: "
             f"pip install 'robustvision[{extra}]'"
         ) from err
