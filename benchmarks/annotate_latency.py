@@ -39,16 +39,19 @@ def make_image(folder: Path) -> Path:
 
 
 def click_points(n: int, seed: int = 0) -> list[tuple[int, int, bool]]:
+    """``n`` seeded clicks ``(x, y, positive)`` around the test image's object (every third one negative)."""
     rng = np.random.default_rng(seed)
     pts = [(150 + int(rng.integers(-40, 40)), 160 + int(rng.integers(-60, 60)), bool(i % 3 != 2)) for i in range(n)]
     return pts
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values``."""
     return float(np.percentile(np.asarray(values), q))
 
 
 def main() -> None:
+    """Run the benchmark and print the latency table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clicks", type=int, default=30, help="clicks per backend (a new object every 5 clicks)")
     parser.add_argument("--backends", nargs="+", default=None)

@@ -118,9 +118,11 @@ def shared_data_dir() -> Path | None:
 
 
 def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
-    """Make this worker process exit as soon as ``parent_pid`` is no longer its parent (the parent died, even by
-    SIGKILL). Call it from a process-pool initializer: orphaned pool workers otherwise finish their task and then
-    wait for work forever."""
+    """Make this worker process exit as soon as ``parent_pid`` is no longer its parent.
+
+    The parent may have died in any way, even by SIGKILL. Call it from a process-pool initializer: orphaned pool
+    workers otherwise finish their task and then wait for work forever.
+    """
     import threading
     import time
 

@@ -220,6 +220,7 @@ class DefenseConfig:
         return check_domains((("clean",) if self.clean_branch else ()) + tuple(self.norms))
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (the model card's ``defense`` entry)."""
         out = asdict(self)
         out["norms"] = list(self.norms)
         out["attack"]["l1_k_range"] = list(self.attack.l1_k_range)
@@ -274,9 +275,11 @@ def split_dataset(
 
 
 def validation_part(held_out: TensorClassificationDataset, size: int = 1000) -> TensorClassificationDataset:
-    """The last ``size`` images of the held-out part (at most half of it): the validation set of the plateau
-    schedule and of ``keep_best``. Evaluations read the held-out part from its start, so up to
-    ``len(held_out) - size`` evaluation images never took part in model selection (MNIST: the first 1000 of 2000).
+    """The last ``size`` images of the held-out part (at most half of it).
+
+    They are the validation set of the plateau schedule and of ``keep_best``. Evaluations read the held-out part
+    from its start, so up to ``len(held_out) - size`` evaluation images never took part in model selection (MNIST:
+    the first 1000 of 2000).
     """
     n = len(held_out)
     size = max(1, min(int(size), n // 2))

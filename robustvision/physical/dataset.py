@@ -195,6 +195,7 @@ class ViewSet:
         return len(self.views)
 
     def subset(self, idx) -> ViewSet:
+        """The views at positions ``idx``, with their backgrounds and cameras."""
         idx = [int(i) for i in idx]
         return ViewSet([self.views[i] for i in idx], self.backgrounds[idx], [self.cameras[i] for i in idx])
 

@@ -48,6 +48,7 @@ class Normalized(PixelNormalizer):
             self.num_prefix_tokens = int(net.num_prefix_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``[0, 1]`` images ``x`` ``(N, 3, H, W)``."""
         return self.net(self.normalize(x))
 
 
