@@ -291,6 +291,17 @@ def test_car_dataset_and_target_checkpoints(assets, tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
+def test_the_imagenet_car_classes_are_still_importable_from_the_command_module():
+    from robustvision.commands.das import DAS_IMAGENET_CAR_CLASSES as from_cli
+    from robustvision.physical.targets import DAS_IMAGENET_CAR_CLASSES
+
+    assert from_cli is DAS_IMAGENET_CAR_CLASSES and len(DAS_IMAGENET_CAR_CLASSES) == 7
+    with pytest.raises(AttributeError):
+        from robustvision.commands import das
+
+        das.NO_SUCH_NAME  # noqa: B018
+
+
 def test_seeded_targets_are_reproducible_and_leave_the_global_generator_alone():
     from robustvision.physical.targets import build_detector
 
