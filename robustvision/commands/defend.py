@@ -12,11 +12,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from robustvision.commands import user_errors
 from robustvision.commands.results import STORE_HELP
+from robustvision.training.progress import progress_bar
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -37,14 +37,6 @@ def _eps(items: list[str]) -> dict[str, float]:
         except ValueError as err:
             raise ValueError(f"--eps {item!r}: {value!r} is not a number") from err
     return out
-
-
-def _progress(counted: bool = True) -> Progress:
-    columns = [TextColumn("{task.description}")]
-    if counted:
-        columns += [BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn()]
-    columns += [TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-    return Progress(*columns, console=console)
 
 
 def train(
@@ -128,7 +120,7 @@ def train(
             f"the last {len(val_set)} for validation, seed {seed}), {arch}, budgets {config.budgets}, "
             f"attack steps {steps}, {epochs} epochs"
         )
-        with _progress() as bar:
+        with progress_bar(console=console) as bar:
             task = bar.add_task("training", total=None, info="")
 
             def on_step(step: int, total: int, stats: dict[str, float]) -> None:
@@ -203,7 +195,7 @@ def evaluate(
         overlap = len(images) - (len(test_set) - len(validation_part(test_set)))
         if overlap > 0:
             console.print(f"note: the last {overlap} evaluated images are also the training run's validation images")
-        with _progress(counted=False) as bar:
+        with progress_bar(counted=False, console=console) as bar:
             task = bar.add_task("attacks", total=None, info="")
             report = evaluate_robustness(
                 model,
