@@ -102,7 +102,9 @@ def defend_rows(report: Mapping[str, Any], *, dataset: str, model: str, techniqu
 
     Args:
         report: :meth:`RobustnessReport.to_dict <robustvision.defenses.evaluation.RobustnessReport.to_dict>`.
-        dataset / model / technique: the data set, the checkpoint's name and its training method.
+        dataset: the data set.
+        model: the checkpoint's name.
+        technique: its training method.
         seed: the attack seed.
     """
     n, budgets = int(report["n"]), report["budgets"]
@@ -141,7 +143,8 @@ def das_rows(textures: Mapping[str, Mapping[str, float]], *, car: str, n: int, s
         textures: texture label -> :func:`~robustvision.physical.evaluation.evaluate_texture`'s output
             (``acc/<model>``, ``det_ap50``, naturalness).
         car: the car mesh's name (the data set is ``das:<car>``).
-        n: held-out views; seed: their seed.
+        n: held-out views.
+        seed: their seed.
     """
     rows = []
     for label, metrics in textures.items():
@@ -163,7 +166,8 @@ def iseg_rows(summaries: Iterable[Any], *, dataset: str, technique: str) -> list
 
     Args:
         summaries: :class:`~robustvision.segmentation.interactive.evaluation.NocSummary` per predictor.
-        dataset: the evaluation set; technique: the checkpoint's name (``default`` for the shipped weights).
+        dataset: the evaluation set.
+        technique: the checkpoint's name (``default`` for the shipped weights).
     """
     rows = []
     for s in summaries:
@@ -184,7 +188,10 @@ def adapt_rows(metrics: Mapping[str, Any], *, target: str, arch: str, method: st
 
     Args:
         metrics: :meth:`SegMetrics.as_dict <robustvision.segmentation.uda.evaluate.SegMetrics.as_dict>`.
-        target: the labelled evaluation domain; arch / method / seed: the trained model's.
+        target: the labelled evaluation domain.
+        arch: the trained model's architecture.
+        method: its adaptation method.
+        seed: its training seed.
         n: evaluated images.
     """
 
@@ -284,8 +291,12 @@ def store_adapt(
     """Store the rows of ``adapt train`` (after its evaluation) or ``adapt evaluate`` (:func:`adapt_rows`).
 
     Args:
-        metrics: the evaluation's :meth:`SegMetrics.as_dict`; checkpoint: the weights it evaluated.
-        target: the labelled evaluation domain; card: the checkpoint's card (arch, method, seed); n: images.
+        store: the store path (None: the default store).
+        metrics: the evaluation's :meth:`SegMetrics.as_dict`.
+        checkpoint: the weights it evaluated.
+        target: the labelled evaluation domain.
+        card: the checkpoint's card (arch, method, seed).
+        n: evaluated images.
     """
     config = card.get("config") or {}
     rows = adapt_rows(

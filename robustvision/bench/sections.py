@@ -52,6 +52,7 @@ def _bars(ax, labels: list[str], series: dict[str, list[float]], ylabel: str) ->
 
 # --------------------------------------------------------------------------------------------------------- defend
 def defend_section(rows: pd.DataFrame) -> Section:
+    """The report section of GBN and baseline defences: per-norm and union accuracy per checkpoint."""
     import matplotlib.pyplot as plt
 
     rows = rows.assign(variant=rows["model"] + " (" + rows["technique"] + ")")
@@ -92,6 +93,7 @@ def defend_section(rows: pd.DataFrame) -> Section:
 
 # ------------------------------------------------------------------------------------------------------------ das
 def das_section(rows: pd.DataFrame) -> Section:
+    """The report section of DAS camouflage: car accuracy by model and texture."""
     import matplotlib.pyplot as plt
 
     rows = rows.rename(columns={"technique": "texture", "noise": "views"})
@@ -123,6 +125,7 @@ def das_section(rows: pd.DataFrame) -> Section:
 
 # ----------------------------------------------------------------------------------------------------------- iseg
 def iseg_section(rows: pd.DataFrame) -> Section:
+    """The report section of interactive segmentation: NoC and IoU@k by predictor and data set."""
     import matplotlib.pyplot as plt
 
     rows = rows.assign(
@@ -165,6 +168,7 @@ def iseg_section(rows: pd.DataFrame) -> Section:
 
 # ---------------------------------------------------------------------------------------------------------- adapt
 def adapt_section(rows: pd.DataFrame) -> Section:
+    """The report section of domain adaptation: mIoU by method and seed."""
     import matplotlib.pyplot as plt
 
     keep = rows[rows["metric"].isin(["miou", "pixel_accuracy"])]
