@@ -62,7 +62,7 @@ from robustvision.defenses.multi_perturbation import (
 from robustvision.models import create_model
 from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_weights, save_checkpoint
 from robustvision.models.wrappers import ImageClassifier
-from robustvision.runtime import make_generator, resolve_device, seed_everything
+from robustvision.runtime import make_generator, resolve_device, seeded
 
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
 
@@ -287,17 +287,18 @@ def validation_part(held_out: TensorClassificationDataset, size: int = 1000) -> 
 
 
 def build_model(config: DefenseConfig, *, num_classes: int, in_chans: int, image_size: int) -> ImageClassifier:
-    """The zoo model of ``config``, converted to GBN when the method is ``gbn``."""
-    model = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
-    if config.conv1_padding is not None:
-        set_lenet_padding(model, config.conv1_padding)
-    if config.method == "gbn":
-        layout = REFERENCE_GBN_LAYOUT.get(config.arch)
-        layers = config.gbn_layers or (list(layout) if layout else None)
-        gates = {k: v for k, v in (layout or {}).items() if k in (layers or [])} or None
-        convert_to_gbn(model, layers, domains=config.domains, gates=gates)
-        if config.gate_once:
-            tie_gates(model)
+    """The zoo model of ``config``, converted to GBN when the method is ``gbn``; initialised from ``config.seed``."""
+    with seeded(config.seed):
+        model = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+        if config.conv1_padding is not None:
+            set_lenet_padding(model, config.conv1_padding)
+        if config.method == "gbn":
+            layout = REFERENCE_GBN_LAYOUT.get(config.arch)
+            layers = config.gbn_layers or (list(layout) if layout else None)
+            gates = {k: v for k, v in (layout or {}).items() if k in (layers or [])} or None
+            convert_to_gbn(model, layers, domains=config.domains, gates=gates)
+            if config.gate_once:
+                tie_gates(model)
     return model
 
 
@@ -364,6 +365,18 @@ def train_defense(
         ValueError: a GBN method on a model without GBN layers (or the reverse), mismatched domains.
         FloatingPointError: the loss became NaN or infinite.
     """
+    with seeded(config.seed):  # initial state of every global draw, restored for the caller afterwards
+        return _train_defense(model, train_set, config, val_set, callback)
+
+
+def _train_defense(
+    model: nn.Module,
+    train_set,
+    config: DefenseConfig,
+    val_set,
+    callback: Callable[[int, int, dict[str, float]], None] | None,
+) -> list[EpochRecord]:
+    """:func:`train_defense` inside its seeded block."""
     method = create_method(config.method)
     norms = method.norms(config.norms)
     has_gbn = bool(gbn_layers(model))
@@ -372,7 +385,6 @@ def train_defense(
     if has_gbn and not method.uses_gate:
         raise ValueError(f"method {config.method!r} cannot train a GBN model (it has no domain routing)")
     device = resolve_device(config.device)
-    seed_everything(config.seed)
     model.to(device)
     images, labels = train_set.tensors()
     n = len(labels)
