@@ -92,7 +92,6 @@ def run_method(method: str, opts: dict) -> dict:
         train_defense,
         validation_part,
     )
-    from robustvision.runtime import seed_everything
 
     torch.set_num_threads(opts["threads"])
     cache = Path(opts["out_dir"]) / opts["mode"] if opts["out_dir"] else None
@@ -128,8 +127,9 @@ def run_method(method: str, opts: dict) -> dict:
         history, train_s = card.get("history", []), card.get("train_seconds", 0.0)
         print(f"[{method}] reusing trained weights {weights}", flush=True)
     else:
-        seed_everything(opts["seed"])  # the same backbone initialisation for every method
-        model = build_model(cfg, num_classes=10, in_chans=1, image_size=28)
+        model = build_model(  # initialised from cfg.seed: the same backbone for every method
+            cfg, num_classes=10, in_chans=1, image_size=28
+        )
         every = max(1, -(-len(train_set) // opts["batch_size"]))  # one line per epoch
 
         def progress(step: int, total: int, stats: dict) -> None:
