@@ -39,16 +39,19 @@ def make_image(folder: Path) -> Path:
 
 
 def click_points(n: int, seed: int = 0) -> list[tuple[int, int, bool]]:
+    """``n`` seeded clicks ``(x, y, positive)`` around the test image's object (every third one negative)."""
     rng = np.random.default_rng(seed)
     pts = [(150 + int(rng.integers(-40, 40)), 160 + int(rng.integers(-60, 60)), bool(i % 3 != 2)) for i in range(n)]
     return pts
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values``."""
     return float(np.percentile(np.asarray(values), q))
 
 
 def main() -> None:
+    """Run the benchmark and print the latency table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clicks", type=int, default=30, help="clicks per backend (a new object every 5 clicks)")
     parser.add_argument("--backends", nargs="+", default=None)
@@ -63,7 +66,7 @@ def main() -> None:
 
     from robustvision.app.annotate.controller import AnnotationProject
     from robustvision.app.annotate.server import create_app
-    from robustvision.runtime import on_torch_thread
+    from robustvision.app.annotate.threads import on_torch_thread
     from robustvision.segmentation.interactive import Click, create_predictor
 
     torch.set_num_threads(2)
@@ -76,7 +79,8 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(project)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -86,7 +90,8 @@ def main() -> None:
     table = Table(title=f"Per-click latency at 480x320, {args.clicks} clicks, torch threads=2")
     for col in ("backend", "HTTP median ms", "HTTP p95 ms", "direct median ms", "direct p95 ms", "HTTP overhead ms"):
         table.add_column(col, justify="right" if "ms" in col else "left")
-    with httpx.Client(base_url=base, timeout=60) as client:
+    # State-changing calls echo the per-launch token, as the tool's own page does.
+    with httpx.Client(base_url=base, timeout=60, headers={"X-RV-Token": app.state.token}) as client:
         for backend in backends:
             try:
                 on_torch_thread(create_predictor, backend)
@@ -105,8 +110,9 @@ def main() -> None:
                     "/api/session/click", json={"client": cid, "x": x, "y": y, "positive": pos}
                 ).raise_for_status()
                 http_ms.append((time.perf_counter() - t0) * 1000)
-            # The direct calls run on the tool's torch thread too (see robustvision.runtime.on_torch_thread): from
-            # any other thread they would be slowed by the second OpenMP team, not by HTTP.
+            # The direct calls run on the tool's torch thread too (see
+            # robustvision.app.annotate.threads.on_torch_thread): from any other thread they would be slowed by the
+            # second OpenMP team, not by HTTP.
             predictor = on_torch_thread(create_predictor, backend)
             on_torch_thread(predictor.set_image, image)
             direct_ms, clicks = [], []

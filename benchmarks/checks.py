@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/checks.py                               # lenet5/standard, plain and masked
     python benchmarks/checks.py --models all --home /tmp/rv   # every member of the default zoo
+    python benchmarks/checks.py --quick                       # lenet5/standard, 30 images, no transfer check
 
 Wall time depends on what else runs on the machine: the script prints the load average and the process CPU time
 beside it; quote both.
@@ -43,10 +44,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="images checked")
     ap.add_argument("--no-masked", action="store_true", help="skip the masked negative controls")
     ap.add_argument("--json", default=None, help="write every result to this JSON file")
+    ap.add_argument("--quick", action="store_true", help="lenet5/standard, 30 images, no surrogate (smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.n = "lenet5/standard", min(args.n, 30)
     if args.home:
         os.environ["ROBUSTVISION_HOME"] = args.home
 
+    from _support import print_prerequisites
+
+    print_prerequisites([])  # zoo members are trained (seeded) and cached on first use
     import torch
 
     from robustvision.bench.plan import BenchConfig
@@ -65,6 +72,8 @@ def main() -> None:
     surrogates = {}
 
     def surrogate_for(label: str):
+        if args.quick:  # no second zoo model to train: the transfer check is reported as skipped
+            return None
         other = "resnet18/standard" if label == "lenet5/standard" else "lenet5/standard"
         if other not in surrogates:
             surrogates[other] = resolve_model_spec(other)[0]
@@ -119,4 +128,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _support import run
+
+    run(main)

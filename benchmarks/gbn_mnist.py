@@ -92,7 +92,6 @@ def run_method(method: str, opts: dict) -> dict:
         train_defense,
         validation_part,
     )
-    from robustvision.runtime import seed_everything
 
     torch.set_num_threads(opts["threads"])
     cache = Path(opts["out_dir"]) / opts["mode"] if opts["out_dir"] else None
@@ -128,8 +127,9 @@ def run_method(method: str, opts: dict) -> dict:
         history, train_s = card.get("history", []), card.get("train_seconds", 0.0)
         print(f"[{method}] reusing trained weights {weights}", flush=True)
     else:
-        seed_everything(opts["seed"])  # the same backbone initialisation for every method
-        model = build_model(cfg, num_classes=10, in_chans=1, image_size=28)
+        model = build_model(  # initialised from cfg.seed: the same backbone for every method
+            cfg, num_classes=10, in_chans=1, image_size=28
+        )
         every = max(1, -(-len(train_set) // opts["batch_size"]))  # one line per epoch
 
         def progress(step: int, total: int, stats: dict) -> None:
@@ -214,8 +214,10 @@ def print_results(results: list[dict], n_eval: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for mode in ("quick", "medium", "long"):
-        parser.add_argument(f"--{mode}", action="store_true", help=f"{mode} settings (see SETTINGS)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="smoke settings: 1 epoch, 2000 images, 3-step attacks")
+    modes.add_argument("--medium", action="store_true", help="2 epochs, 8000 images, 5-step attacks, fast recipe")
+    modes.add_argument("--long", action="store_true", help="reference recipe, 3 epochs, 10-step attacks")
     parser.add_argument("--root", default=None, help="MNIST folder (default: <shared data>/mnist)")
     parser.add_argument("--methods", default=ALL_METHODS)
     parser.add_argument("--recipe", default=None, help="fast | reference (default: the mode's)")

@@ -9,9 +9,14 @@ class UserError(Exception):
     """Base of errors caused by the user's input (bad names, paths, shapes, settings)."""
 
 
+class MissingExtraError(ModuleNotFoundError):
+    """An optional dependency that the base install leaves to a pyproject extra is missing (names the install)."""
+
+
 # Exceptions that commands convert to UserError at the CLI edge.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     UnknownNameError,
+    MissingExtraError,
     ValueError,
     TypeError,
     FileNotFoundError,

@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import threading
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-
-T = TypeVar("T")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -51,6 +49,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with Python, NumPy and torch seeded from ``seed``; the caller's random state comes back after.
+
+    Weight initialisation and other library code draw from the global generators, which cannot be handed a
+    ``torch.Generator``; this scopes the seeding to the block instead of changing the process's state for good.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        seed_everything(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 def require_extra(module: str, extra: str) -> Any:
     """Import ``module``, which the base install leaves to the extra ``extra``; a missing one is one clear error.
 
@@ -62,17 +78,20 @@ def require_extra(module: str, extra: str) -> Any:
         The imported module.
 
     Raises:
-        ModuleNotFoundError: the module is not installed; the message names the ``pip install`` to run.
+        MissingExtraError: (a ``ModuleNotFoundError``) the module is not installed; the message names the
+            ``pip install`` to run, and the CLI prints it as one line.
 
     Example:
         >>> np_module = require_extra("numpy", "bench")
     """
     import importlib
 
+    from robustvision.errors import MissingExtraError
+
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
+        raise MissingExtraError(
             f"{module.split('.')[0]} is not installed; it comes with the {extra!r} extra: "
             f"pip install 'robustvision[{extra}]'"
         ) from err
@@ -119,9 +138,11 @@ def shared_data_dir() -> Path | None:
 
 
 def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
-    """Make this worker process exit as soon as ``parent_pid`` is no longer its parent (the parent died, even by
-    SIGKILL). Call it from a process-pool initializer: orphaned pool workers otherwise finish their task and then
-    wait for work forever."""
+    """Make this worker process exit as soon as ``parent_pid`` is no longer its parent.
+
+    The parent may have died in any way, even by SIGKILL. Call it from a process-pool initializer: orphaned pool
+    workers otherwise finish their task and then wait for work forever.
+    """
     import threading
     import time
 
@@ -131,32 +152,3 @@ def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-_TORCH_THREAD: Any = None
-_TORCH_THREAD_GUARD = threading.Lock()
-
-
-def on_torch_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn(*args, **kwargs)`` on one long-lived thread shared by every caller, and return its result.
-
-    Each OS thread that runs torch CPU kernels gets its own OpenMP team, and while a second such thread is alive
-    the kernels of both slow down: on the 2-core development host an EdgeFlow click took 70 ms instead of 38 ms
-    while an idle thread that had once called torch was alive. Servers that answer requests from a thread pool
-    (the annotation tool) funnel their torch work through here so that only one team ever exists. Exceptions
-    propagate to the caller.
-    """
-    global _TORCH_THREAD
-    with _TORCH_THREAD_GUARD:
-        if _TORCH_THREAD is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _TORCH_THREAD = ThreadPoolExecutor(
-                max_workers=1,
-                thread_name_prefix="robustvision-torch",
-                initializer=torch.set_num_threads,  # the creator's thread count (OpenMP settings are per thread)
-                initargs=(torch.get_num_threads(),),
-            )
-    if threading.current_thread().name.startswith("robustvision-torch"):
-        return fn(*args, **kwargs)  # already there (a nested call would otherwise wait on itself)
-    return _TORCH_THREAD.submit(fn, *args, **kwargs).result()

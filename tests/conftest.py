@@ -15,11 +15,14 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own ROBUSTVISION_HOME unless one is shared deliberately via a fixture."""
+    """Every test gets its own ROBUSTVISION_HOME unless one is shared deliberately via a fixture, and its own
+    default results store (``ROBUSTVISION_STORE``), so a command run without ``--store`` never writes to the
+    checkout's or the user's ``runs/robustvision.db``."""
     if "ROBUSTVISION_TEST_HOME" in os.environ:
         monkeypatch.setenv("ROBUSTVISION_HOME", os.environ["ROBUSTVISION_TEST_HOME"])
     else:
         monkeypatch.setenv("ROBUSTVISION_HOME", str(tmp_path_factory.getbasetemp() / "rv_home"))
+    monkeypatch.setenv("ROBUSTVISION_STORE", str(tmp_path_factory.mktemp("store") / "results.db"))
 
 
 @pytest.fixture(scope="session")

@@ -97,12 +97,14 @@ def test_report_renders_in_headless_chromium_without_console_errors(store, tmp_p
     if chromium is None:
         pytest.skip("no Chromium found (Debian: apt-get install chromium)")
     out = write_report(store, tmp_path / "report.html")
-    # A copy that clicks the "clean acc" header twice (descending) and records the resulting row order.
+    # A copy that clicks the "clean acc" header (found by its label) twice (descending) and records the row order.
     probe = out.read_text().replace(
         "</body>",
-        "<script>var t=document.querySelector('table.sortable');var th=t.querySelectorAll('th')[3];th.click();"
-        "th.click();document.body.setAttribute('data-order',Array.prototype.map.call(t.tBodies[0].rows,"
-        "function(r){return r.cells[3].getAttribute('data-v');}).join('|'));</script></body>",
+        "<script>var t=document.querySelector('table.sortable');var ths=t.querySelectorAll('th');"
+        "var i=Array.prototype.findIndex.call(ths,function(h){return /^clean/i.test(h.textContent.trim());});"
+        "var th=ths[i];th.click();th.click();"
+        "document.body.setAttribute('data-order',Array.prototype.map.call(t.tBodies[0].rows,"
+        "function(r){return r.cells[i].getAttribute('data-v');}).join('|'));</script></body>",
     )
     probe_path = tmp_path / "probe.html"
     probe_path.write_text(probe)

@@ -291,6 +291,56 @@ def test_car_dataset_and_target_checkpoints(assets, tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
+def test_the_imagenet_car_classes_are_still_importable_from_the_command_module():
+    from robustvision.commands.das import DAS_IMAGENET_CAR_CLASSES as from_cli
+    from robustvision.physical.targets import DAS_IMAGENET_CAR_CLASSES
+
+    assert from_cli is DAS_IMAGENET_CAR_CLASSES and len(DAS_IMAGENET_CAR_CLASSES) == 7
+    with pytest.raises(AttributeError):
+        from robustvision.commands import das
+
+        das.NO_SUCH_NAME  # noqa: B018
+
+
+def test_seeded_targets_are_reproducible_and_leave_the_global_generator_alone():
+    from robustvision.physical.targets import build_detector
+
+    state = torch.get_rng_state()
+    a = build_classifier("das_vit", 2, 32, seed=3).state_dict()
+    assert torch.equal(torch.get_rng_state(), state)
+    b = build_classifier("das_vit", 2, 32, seed=3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same weights the global seed gave before the seed became an argument
+    torch.manual_seed(3)
+    c = build_classifier("das_vit", 2, 32).state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    d1, d2 = build_detector(32, seed=1).state_dict(), build_detector(32, seed=2).state_dict()
+    assert not torch.equal(d1["head.weight"], d2["head.weight"])
+
+
+def test_target_checkpoints_share_the_package_format_and_old_files_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    from robustvision.models.checkpoints import save_weights
+    from robustvision.physical.targets import TARGET_FORMAT, load_model, save_model
+
+    model = build_classifier("das_mixer", 2, 32).eval()
+    card = {"kind": "classifier", "arch": "das_mixer", "num_classes": 2, "image_size": 32}
+    path = save_model(model, tmp_path / "new.safetensors", card)
+    written = json.loads(path.with_suffix(".json").read_text())
+    assert written["format"] == TARGET_FORMAT and "robustvision_version" in written
+    assert not list(tmp_path.glob("*.tmp"))
+    # the layout written before the shared format: plain safetensors plus a card without a format tag
+    old = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old))
+    old.with_suffix(".json").write_text(json.dumps(card))
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(load_model(old)[0](x), model(x))
+    save_weights(model, tmp_path / "other.safetensors", card, fmt="robustvision.classifier/1")
+    with pytest.raises(ValueError, match="not 'robustvision.das.target/1'"):
+        load_model(tmp_path / "other.safetensors")
+
+
 def _tiny(seed: int) -> TinyCNN:
     torch.manual_seed(seed)
     m = TinyCNN()

@@ -97,6 +97,21 @@ def test_checkpoint_round_trip_and_domain_mismatch(tmp_path):
         load_defense(path, domains=("l1", "l2", "linf"))
 
 
+def test_defense_checkpoints_use_the_package_format(tmp_path):
+    import json
+
+    from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_checkpoint, save_weights
+
+    cfg = _config("standard", max_steps_per_epoch=1)
+    model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
+    path = save_defense(model, tmp_path / "std.safetensors", cfg)
+    assert json.loads(path.with_suffix(".json").read_text())["format"] == CLASSIFIER_FORMAT
+    assert load_checkpoint(path)[1]["technique"] == "standard"
+    save_weights(model, tmp_path / "t.safetensors", {"arch": "lenet5"}, fmt="robustvision.das.target/1")
+    with pytest.raises(ValueError, match="not 'robustvision.classifier/1'"):
+        load_defense(tmp_path / "t.safetensors")
+
+
 def test_domains_given_for_a_plain_checkpoint_are_rejected(tmp_path):
     cfg = _config("standard", max_steps_per_epoch=1)
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)

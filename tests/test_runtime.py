@@ -1,34 +1,10 @@
-"""Process-level helpers: the shared torch thread."""
+"""Process-level helpers: extras, the shared data folder."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-import torch
 
-from robustvision.runtime import on_torch_thread, shared_data_dir
-
-
-def test_every_caller_runs_on_one_torch_thread():
-    def where() -> str:
-        torch.ones(4).sum()
-        return threading.current_thread().name
-
-    with ThreadPoolExecutor(4) as pool:
-        names = set(pool.map(lambda _: on_torch_thread(where), range(16)))
-    assert len(names) == 1 and names.pop().startswith("robustvision-torch")
-    assert on_torch_thread(lambda a, b=0: a + b, 2, b=3) == 5
-
-
-def test_errors_reach_the_caller_and_nested_calls_do_not_wait_on_themselves():
-    def boom():
-        raise ValueError("bad click")
-
-    with pytest.raises(ValueError, match="bad click"):
-        on_torch_thread(boom)
-    assert on_torch_thread(lambda: on_torch_thread(lambda: 7)) == 7
+from robustvision.runtime import shared_data_dir
 
 
 def test_a_missing_extra_names_its_install():
@@ -47,3 +23,24 @@ def test_a_set_shared_data_variable_is_authoritative(tmp_path, monkeypatch):
     assert shared_data_dir() is None
     monkeypatch.setenv("ROBUSTVISION_SHARED_DATA", str(tmp_path / "absent"))
     assert shared_data_dir() is None
+
+
+def test_seeded_block_draws_as_seed_everything_and_restores_the_callers_state():
+    import random
+
+    import numpy as np
+    import torch
+
+    from robustvision.runtime import seed_everything, seeded
+
+    seed_everything(5)
+    expected = (torch.rand(3), np.random.rand(2), random.random())
+    torch.manual_seed(123)
+    np.random.seed(7)
+    random.seed(9)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    with seeded(5):
+        got = (torch.rand(3), np.random.rand(2), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]

@@ -43,6 +43,7 @@ from robustvision.bench.selectors import (  # noqa: F401  (re-exported: the plan
     parse_selector,
     split_selectors,
 )
+from robustvision.bench.store import default_store
 from robustvision.runtime import seed_from_key
 
 PresetName = Literal["quick", "default", "full", "imagenet"]
@@ -129,7 +130,7 @@ class BenchConfig:
         seed: base seed; every cell's seed is derived from it and the cell key.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         threads: torch threads per process (0: torch's default); Ray workers use ``threads or 1``.
-        store: results store URL or SQLite path.
+        store: results store URL or SQLite path (default: ``$ROBUSTVISION_STORE``, else ``runs/robustvision.db``).
         executor: ``local`` (this machine) or ``ray``; ``ray_address`` an existing cluster.
         workers: processes of the local executor, or CPUs of a local Ray instance; 0 = automatic (local: one
             process per CPU core, at most 2, for runs of 24+ units, else in-process; Ray: every CPU).
@@ -162,7 +163,7 @@ class BenchConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0
-    store: str = "runs/robustvision.db"
+    store: str = field(default_factory=default_store)
     executor: str = "local"
     workers: int = 0
     ray_address: str | None = None

@@ -1,9 +1,11 @@
-"""The benchmark report: one self-contained HTML file (inline CSS and JS, plots as base64 PNG), read from the store.
+"""The report: one self-contained HTML file (inline CSS and JS, plots as base64 PNG), read from the store.
 
-Sections follow RobustART's analyses: a sortable leaderboard, a model x noise heatmap, accuracy against the
-adversarial budget, accuracy against corruption severity, the spread over system-noise settings, architecture
-families per noise kind and training-technique deltas against ``standard``. Every plot is also written as a PNG
-beside the HTML (``<stem>-<plot>.png``). Nothing is fetched from a network: the file opens offline.
+One section per capability with rows in the store. The benchmark's follows RobustART's analyses: a sortable
+leaderboard, a model x noise heatmap, accuracy against the adversarial budget, accuracy against corruption severity,
+the spread over system-noise settings, architecture families per noise kind and training-technique deltas against
+``standard``. Defence, physical attack, interactive segmentation and domain adaptation each get a table and a plot
+(:mod:`robustvision.bench.sections`). Every plot is also written as a PNG beside the HTML (``<stem>-<plot>.png``).
+Nothing is fetched from a network: the file opens offline.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustvision.bench.capabilities import BENCHMARK, CAPABILITIES, latest_results
 from robustvision.bench.metrics import METRICS
 from robustvision.bench.plan import IMAGENET_P
+from robustvision.bench.sections import SECTIONS, Section
 from robustvision.bench.store import ResultsStore
 from robustvision.bench.summary import Summary, family_comparison, summarize, technique_deltas
 
@@ -61,6 +65,8 @@ td.txt,th.txt{text-align:left}tr:nth-child(even){background:#fafafa}
 .note{color:#555;font-size:.9em;max-width:900px}.scroll{overflow-x:auto;max-height:600px}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 .ok{color:#1a7f37;font-weight:bold}.warn{color:#b35900;font-weight:bold}
+section.capability{margin-top:2.5em}section.capability>h2{font-size:1.45em;border-bottom:2px solid #bbb}
+nav.toc a{margin-right:1em}
 """
 
 JS = """
@@ -90,16 +96,18 @@ document.querySelectorAll('table.sortable').forEach(function(table){
 """
 
 
-def _fmt(col: str, v: object) -> str:
+def _fmt(col: str, v: object, percent: frozenset[str] | set[str] = frozenset()) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "&ndash;"
     if isinstance(v, (float, np.floating)):
-        return f"{100 * v:.1f}" if col in PERCENT else f"{v:.3f}"
+        return f"{100 * v:.1f}" if col in PERCENT or col in percent else f"{v:.3f}"
     return html.escape(str(v))
 
 
-def _header(col: str) -> str:
+def _header(col: str, percent: frozenset[str] | set[str] = frozenset()) -> str:
     info = METRICS.get(col)
+    if col in percent:
+        return f"<th>{html.escape(col)} %</th>"
     if info is None:
         label = col.replace("_", " ")
         if col.startswith("wcar_level"):
@@ -111,10 +119,15 @@ def _header(col: str) -> str:
     return f'<th title="{html.escape(info.formula)}">{html.escape(info.label)}{unit} {arrow}</th>'
 
 
-def table_html(df: pd.DataFrame, text_cols: list[str], cls: str = "sortable") -> str:
-    """An HTML table whose cells carry ``data-v`` sort keys (numbers sort numerically)."""
+def table_html(
+    df: pd.DataFrame, text_cols: list[str], cls: str = "sortable", percent: frozenset[str] | set[str] = frozenset()
+) -> str:
+    """An HTML table whose cells carry ``data-v`` sort keys (numbers sort numerically).
+
+    ``percent`` names further columns of fractions shown in % (besides the leaderboard's own).
+    """
     cols = list(df.columns)
-    head = "".join(f'<th class="txt">{html.escape(c)}</th>' if c in text_cols else _header(c) for c in cols)
+    head = "".join(f'<th class="txt">{html.escape(c)}</th>' if c in text_cols else _header(c, percent) for c in cols)
     body = []
     for _, row in df.iterrows():
         tds = []
@@ -129,7 +142,7 @@ def table_html(df: pd.DataFrame, text_cols: list[str], cls: str = "sortable") ->
                 tds.append(f'<td class="txt" data-v="{html.escape(str(v))}">{html.escape(str(v))}</td>')
             else:
                 key = "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.6g}"
-                tds.append(f'<td data-v="{key}">{_fmt(c, v)}</td>')
+                tds.append(f'<td data-v="{key}">{_fmt(c, v, percent)}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -343,82 +356,128 @@ def _write_cards(summary: Summary, out: Path) -> list[str]:
     return links
 
 
+def _plot_html(name: str, heading: str, note: str, fig, out: Path) -> list[str]:
+    """The HTML of one plot (inline base64 PNG), also written as ``<stem>-<name>.png`` beside the report."""
+    png = _png(fig)
+    (out.parent / f"{out.stem}-{name}.png").write_bytes(png)
+    b64 = base64.b64encode(png).decode()
+    return [
+        f"<h3>{html.escape(heading)}</h3><p class='note'>{html.escape(note)}</p>"
+        if heading
+        else f"<p class='note'>{html.escape(note)}</p>",
+        f'<div class="plot"><img alt="{html.escape(heading or name)}" src="data:image/png;base64,{b64}"></div>',
+    ]
+
+
+def _benchmark_html(summary: Summary, out: Path, cards: bool) -> list[str]:
+    """The benchmark's section: leaderboard (health, card links), the RobustART plots and every cell."""
+    cells, board = summary.cells, summary.leaderboard
+    parts = []
+    board = board.sort_values("clean_accuracy", ascending=False)
+    if cards:
+        board = board.assign(card=_write_cards(summary, out))
+    cols = [c for c in ["model", "technique", "family", "health", "card", *LEADERBOARD_COLUMNS] if c in board.columns]
+    cols += sorted(c for c in board.columns if c.startswith("wcar_level"))
+    parts.append("<h3>Leaderboard</h3>")
+    parts.append(
+        '<p class="note">Click a header to sort. &uarr; higher is better, &darr; lower is better; hover a header '
+        "for its formula. Accuracies, AR and WCAR in %. AR counts the clean-correct samples that survive an "
+        "attack (averaged over attacks and budgets); WCAR those that survive every attack. "
+        + (
+            "mCE and relative mCE are normalised by AlexNet's published ImageNet-C errors (Hendrycks), over the 15 "
+            "main corruptions. "
+            if summary.baseline == "alexnet"
+            else f"mCE and relative mCE are normalised by <b>{html.escape(summary.baseline)}</b> (in place of "
+            "Hendrycks' AlexNet). "
+            if summary.baseline
+            else ""
+        )
+        + "Flip probability: ImageNet-P sequences; NSD: negative std of accuracy over system-noise settings. "
+        "Health: the cheap gradient-masking checks (&#10003; all passed, &#9888; names the checks that warned; "
+        "see a model's card); PGD acc is the bench's PGD-l-inf at the largest l-inf budget and worst acc the "
+        "worst case over every l-inf attack at that budget, health checks included, on the same images.</p>"
+    )
+    text = ["model", "technique", "family", "health", "card"]
+    parts.append(f'<div class="scroll">{table_html(board[cols], text)}</div>')
+    for name, heading, fn, note in PLOTS:
+        fig = fn(cells)
+        if fig is not None:
+            parts += _plot_html(name, heading, note, fig, out)
+    detail = cells[["model", "technique", "kind", "noise", "severity", "n", "accuracy", "ar"]].copy()
+    detail = detail.rename(columns={"accuracy": "value"})
+    detail["severity"] = detail["severity"].map(lambda s: f"{s:.4g}")
+    parts.append("<h3>Every cell</h3>")
+    parts.append(
+        '<p class="note">value = accuracy (clean, natural, system), robust accuracy (adversarial) or flip '
+        "probability (ImageNet-P, lower is better), in %.</p>"
+    )
+    detail_html = table_html(detail, ["model", "technique", "kind", "noise", "severity"])
+    parts.append(f'<details><summary>{len(detail)} cells</summary><div class="scroll">{detail_html}</div></details>')
+    return parts
+
+
+def _capability_html(name: str, section: Section, out: Path) -> list[str]:
+    """One non-benchmark capability's section body: its table and its plot."""
+    parts = [f'<p class="note">{html.escape(section.note)}</p>']
+    table = table_html(section.table, section.text, percent=section.percent)
+    parts.append(f'<div class="scroll">{table}</div>')
+    if section.figure is not None:
+        parts += _plot_html(name, "", "Plot of the table above.", section.figure, out)
+    return parts
+
+
 def render_report(
     summary: Summary,
     out: str | Path,
     *,
     store_url: str = "",
-    title: str = "robustvision benchmark",
+    title: str = "robustvision report",
     cards: bool = True,
+    sections: dict[str, Section] | None = None,
 ) -> Path:
-    """Write the HTML report and one PNG per plot beside it, and (``cards``) one robustness card per model in
-    ``<stem>-cards/``, linked from the leaderboard; returns the HTML path."""
+    """Write the HTML report and one PNG per plot beside it; returns the HTML path.
+
+    Args:
+        summary: the benchmark's tables (:func:`~robustvision.bench.summary.summarize`); its section is left out
+            when it holds no cells.
+        out: the HTML file.
+        store_url: the store's URL, shown in the header.
+        title: the page title.
+        cards: write one robustness card per benchmark model in ``<stem>-cards/``, linked from the leaderboard.
+        sections: the other capabilities' sections (:data:`~robustvision.bench.sections.SECTIONS`), by name.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    sections = sections or {}
     cells, board = summary.cells, summary.leaderboard
+    present = ([BENCHMARK] if not cells.empty else []) + [c for c in CAPABILITIES if c in sections]
     parts = [f"<h1>{html.escape(title)}</h1>"]
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     datasets = ", ".join(sorted(cells["dataset"].unique())) if not cells.empty else "none"
     parts.append(
-        f'<p class="meta">Generated {when} from <code>{html.escape(store_url)}</code>; data set(s): '
+        f'<p class="meta">Generated {when} from <code>{html.escape(store_url)}</code>; benchmark data set(s): '
         f"{html.escape(datasets)}; {len(cells)} cells, {len(board)} model variants.</p>"
     )
-    if cells.empty:
-        parts.append("<p>The results store holds no cells yet: run <code>robustvision bench</code> first.</p>")
+    if not present:
+        parts.append(
+            "<p>The results store holds no cells yet: run <code>robustvision bench</code> (or "
+            "<code>defend evaluate</code>, <code>das optimize</code>, <code>iseg evaluate</code>, "
+            "<code>adapt train</code>) first.</p>"
+        )
     else:
-        board = board.sort_values("clean_accuracy", ascending=False)
-        if cards:
-            board = board.assign(card=_write_cards(summary, out))
-        cols = [
-            c for c in ["model", "technique", "family", "health", "card", *LEADERBOARD_COLUMNS] if c in board.columns
-        ]
-        cols += sorted(c for c in board.columns if c.startswith("wcar_level"))
-        parts.append("<h2>Leaderboard</h2>")
-        parts.append(
-            '<p class="note">Click a header to sort. &uarr; higher is better, &darr; lower is better; hover a header '
-            "for its formula. Accuracies, AR and WCAR in %. AR counts the clean-correct samples that survive an "
-            "attack (averaged over attacks and budgets); WCAR those that survive every attack. "
-            + (
-                "mCE and relative mCE are normalised by AlexNet's published ImageNet-C errors (Hendrycks), over the "
-                "15 main corruptions. "
-                if summary.baseline == "alexnet"
-                else f"mCE and relative mCE are normalised by <b>{html.escape(summary.baseline)}</b> (in place of "
-                "Hendrycks' AlexNet). "
-                if summary.baseline
-                else ""
-            )
-            + "Flip probability: ImageNet-P sequences; NSD: negative std of accuracy over system-noise settings. "
-            "Health: the cheap gradient-masking checks (&#10003; all passed, &#9888; names the checks that warned; "
-            "see a model's card); PGD acc is the bench's PGD-l-inf at the largest l-inf budget and worst acc the "
-            "worst case over every l-inf attack at that budget, health checks included, on the same images.</p>"
+        links = " ".join(f'<a href="#{c}">{html.escape(CAPABILITIES[c].title.split(":")[0])}</a>' for c in present)
+        parts.append(f'<nav class="toc">Sections: {links}</nav>')
+    for name in present:
+        cap = CAPABILITIES[name]
+        body = (
+            _benchmark_html(summary, out, cards) if name == BENCHMARK else _capability_html(name, sections[name], out)
         )
-        text = ["model", "technique", "family", "health", "card"]
-        parts.append(f'<div class="scroll">{table_html(board[cols], text)}</div>')
-        for name, heading, fn, note in PLOTS:
-            fig = fn(cells)
-            if fig is None:
-                continue
-            png = _png(fig)
-            (out.parent / f"{out.stem}-{name}.png").write_bytes(png)
-            b64 = base64.b64encode(png).decode()
-            parts.append(f"<h2>{html.escape(heading)}</h2><p class='note'>{html.escape(note)}</p>")
-            parts.append(
-                f'<div class="plot"><img alt="{html.escape(heading)}" src="data:image/png;base64,{b64}"></div>'
-            )
-        detail = cells[["model", "technique", "kind", "noise", "severity", "n", "accuracy", "ar"]].copy()
-        detail = detail.rename(columns={"accuracy": "value"})
-        detail["severity"] = detail["severity"].map(lambda s: f"{s:.4g}")
-        parts.append("<h2>Every cell</h2>")
         parts.append(
-            '<p class="note">value = accuracy (clean, natural, system), robust accuracy (adversarial) or flip '
-            "probability (ImageNet-P, lower is better), in %.</p>"
-        )
-        detail_html = table_html(detail, ["model", "technique", "kind", "noise", "severity"])
-        parts.append(
-            f'<details><summary>{len(detail)} cells</summary><div class="scroll">{detail_html}</div></details>'
+            f'<section class="capability" id="{name}"><h2>{html.escape(cap.title)}</h2>'
+            f'<p class="meta">Written by <code>{html.escape(cap.command)}</code>.</p>' + "\n".join(body) + "</section>"
         )
     doc = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -431,6 +490,18 @@ def render_report(
     return out
 
 
+def capability_sections(
+    store: ResultsStore, *, run_id: str | None = None, dataset: str | None = None
+) -> dict[str, Section]:
+    """The section of every capability other than the benchmark that has rows in the store (filters as given)."""
+    out = {}
+    for name, build in SECTIONS.items():
+        rows = latest_results(store, name, run_id=run_id, dataset=dataset)
+        if not rows.empty:
+            out[name] = build(rows)
+    return out
+
+
 def write_report(
     store: ResultsStore,
     out: str | Path,
@@ -439,6 +510,10 @@ def write_report(
     dataset: str | None = None,
     baseline: str | None = None,
 ) -> Path:
-    """Summarise the store and write the report to ``out``."""
+    """Summarise the store and write the report to ``out`` (one section per capability with results)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # the sections draw their figures before the report renders
     summary = summarize(store, run_id=run_id, dataset=dataset, baseline=baseline)
-    return render_report(summary, out, store_url=store.display_url)
+    sections = capability_sections(store, run_id=run_id, dataset=dataset)
+    return render_report(summary, out, store_url=store.display_url, sections=sections)

@@ -7,12 +7,15 @@ Four tables:
 * ``cells``: one row per evaluated cell ``(dataset, model, technique, noise, severity)`` and the hash of the
   cell's resolved config; unique on ``(cell_key, config_hash)``.
 * ``results``: one row per ``(run, dataset, model, technique, noise, kind, severity, metric)`` with the value as a
-  number, the sample count ``n``, the cell seed and the config hash.
+  number, the sample count ``n``, the cell seed, the config hash and the ``capability`` that measured it
+  (``benchmark`` for bench cells; ``defend``, ``das``, ``iseg``, ``adapt`` for the rows of
+  :mod:`robustvision.bench.capabilities`, written by :meth:`ResultsStore.write_results`).
 * ``samples``: per-sample correctness (packed bits) and predictions of a cell, from which the cross-cell metrics
   (AR, WCAR, flips against clean) are derived.
 
 A cell, its result rows and its samples are written in one transaction, so an interrupted run leaves whole cells
-or nothing; a cell already stored with the same config hash is skipped, so re-running resumes.
+or nothing; a cell already stored with the same config hash is skipped, so re-running resumes. A store written by an
+older version (no ``capability`` column) is migrated when it is opened for writing; reading it needs no migration.
 
 Example:
     >>> store = ResultsStore("sqlite://")             # in memory
@@ -22,9 +25,11 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,17 +51,26 @@ from sqlalchemy import (
     delete,
     event,
     inspect,
+    literal,
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from robustvision.bench.capabilities import BENCHMARK
 from robustvision.errors import UserError
 from robustvision.runtime import require_extra
 
 DEFAULT_STORE = "runs/robustvision.db"
+STORE_ENV = "ROBUSTVISION_STORE"
+
+
+def default_store() -> str:
+    """The store a command uses without ``--store``: ``$ROBUSTVISION_STORE``, else ``runs/robustvision.db``."""
+    return os.environ.get(STORE_ENV) or DEFAULT_STORE
 
 
 class StoreError(UserError):
@@ -126,6 +140,7 @@ class ResultRow(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     config_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
+    capability: Mapped[str] = mapped_column(String(32), default=BENCHMARK, server_default=BENCHMARK)
 
 
 class SampleRow(Base):
@@ -187,6 +202,7 @@ RESULT_COLUMNS = [
     "seed",
     "config_hash",
     "created_at",
+    "capability",
 ]
 
 
@@ -254,7 +270,7 @@ def normalize_url(url: str | Path | None, *, create: bool = True) -> str:
     ``postgresql://`` without a driver uses psycopg 3 (``postgresql+psycopg://``) when psycopg2 is not installed.
     With ``create=False`` a SQLite file that does not exist is an error (reading commands never create one).
     """
-    text = str(url or DEFAULT_STORE)
+    text = str(url or default_store())
     if "://" not in text:
         path = Path(text).expanduser()
         if not create and not path.is_file():
@@ -296,7 +312,7 @@ class ResultsStore:
     """Read and write benchmark results in any SQLAlchemy database.
 
     Args:
-        url: a SQLAlchemy URL or a file path (SQLite); default ``runs/robustvision.db``.
+        url: a SQLAlchemy URL or a file path (SQLite); default :func:`default_store`.
         create: create a missing SQLite file and missing tables. ``False`` for read-only commands: a missing file,
             or a database without the store's tables, is an error, and nothing is written to the database.
         connect_timeout: seconds to wait for a server before giving up (PostgreSQL).
@@ -327,6 +343,7 @@ class ResultsStore:
                 pass
             if create:
                 Base.metadata.create_all(self.engine)
+                _add_capability_column(self.engine)
                 missing = []
             else:
                 missing = [t for t in STORE_TABLES if not inspect(self.engine).has_table(t)]
@@ -340,6 +357,7 @@ class ResultsStore:
                 "pass the file `robustvision bench --store` wrote"
             )
         self.display_url = shown
+        self._has_capability = any(c["name"] == "capability" for c in inspect(self.engine).get_columns("results"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -496,6 +514,7 @@ class ResultsStore:
                             seed=int(rec.seed),
                             config_hash=rec.config_hash,
                             created_at=now,
+                            capability=BENCHMARK,
                         )
                     )
                 s.execute(
@@ -519,14 +538,113 @@ class ResultsStore:
             raise StoreError(f"cannot write to results store {self.display_url}: {_first_line(err)}") from None
         return True
 
+    def write_results(
+        self,
+        capability: str,
+        rows: Sequence[Any],
+        *,
+        config: dict[str, Any],
+        dataset: str | None = None,
+        run_id: str | None = None,
+    ) -> int:
+        """Store the result rows of one run of a capability other than the benchmark, in one transaction.
+
+        Args:
+            capability: ``defend``, ``das``, ``iseg`` or ``adapt`` (:data:`~robustvision.bench.capabilities.
+                CAPABILITIES`).
+            rows: :class:`~robustvision.bench.capabilities.Result` rows.
+            config: the run's resolved settings (JSON-serialisable); their hash identifies the run, so the same run
+                stored twice keeps the first rows.
+            dataset: the data set recorded for the run (default: the first row's).
+            run_id: the run's id (default: a new one).
+
+        Returns:
+            How many rows were written (0 when the same rows with the same config were stored before).
+
+        Raises:
+            ValueError: an unknown capability (close names suggested), or no rows.
+            StoreError: the store cannot be written.
+        """
+        import robustvision
+        from robustvision.bench.capabilities import check_capability
+        from robustvision.runtime import git_commit
+
+        check_capability(capability, writable=True)
+        if not rows:
+            raise ValueError(f"no {capability} results to store")
+        payload = {"capability": capability, **config}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        run_id = run_id or dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        now = _now()
+        try:
+            with Session(self.engine) as s, s.begin():
+                have = set(
+                    s.execute(
+                        select(
+                            ResultRow.dataset, ResultRow.model, ResultRow.technique, ResultRow.noise,
+                            ResultRow.severity, ResultRow.metric,
+                        ).where(ResultRow.config_hash == digest)
+                    ).all()
+                )  # fmt: skip
+                new = []
+                for r in rows:
+                    key = (r.dataset, r.model, r.technique, r.noise, float(r.severity), r.metric)
+                    if key not in have:
+                        have.add(key)
+                        new.append(r)
+                if not new:
+                    return 0
+                if s.get(RunRow, run_id) is None:
+                    s.add(
+                        RunRow(
+                            run_id=run_id,
+                            dataset=dataset or rows[0].dataset,
+                            preset=capability,
+                            config_json=json.dumps(payload, sort_keys=True, default=str),
+                            config_hash=digest,
+                            package_version=robustvision.__version__,
+                            git_commit=git_commit(),
+                        )
+                    )
+                for r in new:
+                    s.add(
+                        ResultRow(
+                            run_id=run_id,
+                            dataset=r.dataset,
+                            model=r.model,
+                            technique=r.technique,
+                            noise=r.noise,
+                            kind=r.kind,
+                            severity=float(r.severity),
+                            metric=r.metric,
+                            value=float(r.value),
+                            n=int(r.n),
+                            seed=int(r.seed),
+                            config_hash=digest,
+                            created_at=now,
+                            capability=capability,
+                        )
+                    )
+        except IntegrityError:
+            return 0  # another writer stored the same run's rows first
+        except (DBAPIError, SQLAlchemyError) as err:
+            raise StoreError(f"cannot write to results store {self.display_url}: {_first_line(err)}") from None
+        return len(new)
+
     # ------------------------------------------------------------------------------------------------- reading
-    def results(self, run_id: str | None = None, dataset: str | None = None) -> pd.DataFrame:
-        """All result rows (optionally of one run or data set) as a DataFrame with :data:`RESULT_COLUMNS`."""
-        q = select(*[getattr(ResultRow, c) for c in RESULT_COLUMNS])
+    def results(
+        self, run_id: str | None = None, dataset: str | None = None, capability: str | None = None
+    ) -> pd.DataFrame:
+        """Result rows (all, or of one run, data set or capability) as a DataFrame with :data:`RESULT_COLUMNS`."""
+        cols = [getattr(ResultRow, c) for c in RESULT_COLUMNS[:-1]]
+        stored = ResultRow.capability if self._has_capability else literal(BENCHMARK)  # not migrated: all bench
+        q = select(*cols, stored.label("capability"))
         if run_id:
             q = q.where(ResultRow.run_id == run_id)
         if dataset:
             q = q.where(ResultRow.dataset == dataset)
+        if capability:
+            q = q.where(stored == capability)
         with self.engine.connect() as conn:
             df = pd.DataFrame(conn.execute(q.order_by(ResultRow.id)).all(), columns=RESULT_COLUMNS)
         return df
@@ -585,6 +703,21 @@ class ResultsStore:
             require_extra("pyarrow", "bench")
             df.to_parquet(path, index=False)
         return path
+
+
+def _add_capability_column(engine: Engine) -> None:
+    """Migrate a store written before results had a ``capability``: add it, every existing row a bench row."""
+    if any(c["name"] == "capability" for c in inspect(engine).get_columns("results")):
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sql_text(f"ALTER TABLE results ADD COLUMN capability VARCHAR(32) NOT NULL DEFAULT '{BENCHMARK}'")
+            )
+    except (DBAPIError, SQLAlchemyError):
+        # another process migrated the store at the same moment: fine when the column is there now
+        if not any(c["name"] == "capability" for c in inspect(engine).get_columns("results")):
+            raise
 
 
 def _sqlite_read_pragmas(dbapi_conn: Any, _record: Any) -> None:

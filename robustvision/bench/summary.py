@@ -13,7 +13,7 @@ import pandas as pd
 
 from robustvision.bench import metrics as M
 from robustvision.bench.plan import IMAGENET_P
-from robustvision.bench.store import ResultsStore
+from robustvision.bench.store import BENCHMARK, ResultsStore
 
 CELL_KEY = ["dataset", "model", "technique", "noise", "severity"]
 PRIMARY = {
@@ -49,7 +49,7 @@ def _latest_cells(store: ResultsStore, run_id: str | None, dataset: str | None) 
     if cells.empty:
         return cells
     cells = cells.sort_values(["created_at", "id"]).drop_duplicates(CELL_KEY, keep="last")
-    res = store.results(run_id=run_id, dataset=dataset)
+    res = store.results(run_id=run_id, dataset=dataset, capability=BENCHMARK)
     res = res.sort_values("created_at").drop_duplicates([*CELL_KEY, "metric", "config_hash"], keep="last")
     wide = res.pivot_table(index=[*CELL_KEY, "config_hash"], columns="metric", values="value", aggfunc="last")
     wide = wide.reset_index()

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from robustvision.commands import default_command_group, user_errors
+from robustvision.commands.results import STORE_HELP
 
 # `robustvision adapt --method ...` is `robustvision adapt train --method ...` (the issue's spelling).
 app = typer.Typer(
@@ -49,6 +50,7 @@ Seed = Annotated[int, typer.Option(help="Seed (training and the generated benchm
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
 Out = Annotated[Path | None, typer.Option(help="Checkpoint path (default runs/adapt/<method>-seed<seed>.safetensors).")]
 Init = Annotated[Path | None, typer.Option(help="Start from this checkpoint's weights (e.g. a source-only model).")]
+Store = Annotated[str | None, typer.Option("--store", help=STORE_HELP)]
 
 
 def _print_metrics(metrics, title: str) -> None:
@@ -84,7 +86,9 @@ def _train(
     device: str,
     out: Path | None,
     init: Path | None,
+    store: str | None = None,
 ) -> None:
+    from robustvision.bench.capabilities import store_adapt
     from robustvision.segmentation.uda.datasets import parse_size
     from robustvision.segmentation.uda.evaluate import evaluate_segmenter
     from robustvision.segmentation.uda.specs import open_domain
@@ -130,6 +134,9 @@ def _train(
         console.print(f"memory bank: 2 x {result.source_bank.prototypes.shape[0]} x "
                       f"{result.source_bank.prototypes.shape[1]} prototypes = {nbytes} bytes")  # fmt: skip
     console.print(f"{result.seconds_per_iter * 1000:.0f} ms/step; checkpoint {weights} (card {card})")
+    if metrics is not None:
+        meta = {"arch": cfg.arch, "config": {"method": method, "seed": seed}}
+        console.print(store_adapt(store, metrics, checkpoint=weights, target=eval_target, card=meta, n=len(ev)))
 
 
 @app.command("train")
@@ -153,11 +160,12 @@ def train(
     device: Device = "cpu",
     out: Out = None,
     init: Init = None,
+    store: Store = None,
 ) -> None:
     """Train a segmenter on the labelled source and adapt it to the unlabelled target; save a checkpoint."""
     with user_errors():
         _train(method, source, target, eval_target, iters, warmup_iters, arch, batch_size, image_size, optimizer, lr,
-               ent_main, ent_aux, contrast_weight, fda_beta, seed, device, out, init)  # fmt: skip
+               ent_main, ent_aux, contrast_weight, fda_beta, seed, device, out, init, store)  # fmt: skip
 
 
 @app.command("evaluate")
@@ -170,9 +178,11 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
     seed: Seed = 0,
     device: Device = "cpu",
+    store: Store = None,
 ) -> None:
     """Per-class IoU and mIoU on a labelled target, a confusion-matrix PNG and prediction overlays."""
     with user_errors():
+        from robustvision.bench.capabilities import store_adapt
         from robustvision.segmentation.uda.datasets import parse_size
         from robustvision.segmentation.uda.evaluate import evaluate_segmenter, save_confusion_png, save_overlays
         from robustvision.segmentation.uda.specs import open_domain
@@ -193,3 +203,6 @@ def evaluate(
         conf = save_confusion_png(metrics, out / "confusion.png")
         paths = save_overlays(images, preds, masks, out / "overlays", n=overlays)
         console.print(f"wrote {out / 'metrics.json'}, {conf} and {len(paths)} overlays in {out / 'overlays'}")
+        console.print(
+            store_adapt(store, metrics.as_dict(), checkpoint=checkpoint, target=target, card=card, n=len(data))
+        )

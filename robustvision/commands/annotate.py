@@ -31,6 +31,10 @@ def serve(
 ) -> None:
     """Start the annotation server and print its URL."""
     with user_errors():
+        from robustvision.runtime import require_extra
+
+        for module in ("fastapi", "uvicorn"):
+            require_extra(module, "app")  # the server's dependencies: one clear line when the extra is missing
         from robustvision.app.annotate.controller import AnnotationProject
         from robustvision.app.annotate.server import serve as run_server
 

@@ -50,7 +50,7 @@ def bench(
     n_system: int | None = typer.Option(None, "--n-system", help="Test images per system-noise cell (0 = n-examples)."),
     attack_steps: int | None = typer.Option(None, "--attack-steps", help="Iterations of PGD/MIM."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed (every cell's seed derives from it)."),
-    store: str | None = typer.Option(None, "--store", help=STORE_HELP + " Default runs/robustvision.db."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     executor: str | None = typer.Option(None, "--executor", help="local (this machine; --workers processes) or ray."),
     workers: int | None = typer.Option(
         None, "--workers", help="Local worker processes, or CPUs of a local Ray instance (0 = automatic)."

@@ -16,7 +16,7 @@ console = Console()
 def card(
     model: str = typer.Argument(..., help="Model as stored (name or name/technique), or its checkpoint file."),
     out: Path = typer.Option(Path("card.html"), "--out", help="HTML file to write (the PNG goes beside it)."),
-    store: str = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    store: str | None = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     dataset: str | None = typer.Option(None, "--dataset", help="Data set of the results (default: any)."),
     png: bool = typer.Option(True, "--png/--no-png", help="Also write the card's figure as a PNG."),
 ) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from robustvision.commands import check_at_least, user_errors
+from robustvision.commands.results import STORE_HELP
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -19,6 +20,16 @@ DEFAULT_MODELS = "das_resnet,das_vit,das_mixer"
 
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+
+
+def __getattr__(name: str):
+    # ``DAS_IMAGENET_CAR_CLASSES`` lives in robustvision.physical.targets; it is still importable from here, lazily,
+    # so that loading the CLI does not import the renderer.
+    if name == "DAS_IMAGENET_CAR_CLASSES":
+        from robustvision.physical.targets import DAS_IMAGENET_CAR_CLASSES
+
+        return DAS_IMAGENET_CAR_CLASSES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _assets(mesh: str | None, faces: str | None, seed_texture: str | None, edge: str | None, procedural: bool):
@@ -89,97 +100,29 @@ def train(
 ) -> None:
     """Train car classifiers (one per family) and the car detector; writes <data>/models/*.safetensors."""
     with user_errors():
-        from robustvision.physical.evaluation import average_precision, car_accuracy
-        from robustvision.physical.targets import build_classifier, build_detector, save_model
-        from robustvision.physical.train import TrainConfig, box_iou, predict, train_classifier, train_detector
+        from robustvision.physical.train import TargetTrainConfig, train_targets
         from robustvision.runtime import resolve_device
+        from robustvision.training.progress import progress_bar
 
-        tr, te = _load_split(data, "train"), _load_split(data, "test")
-        for extra in [e.strip() for e in extra_data.split(",") if e.strip()]:
-            if not extra.endswith(".pt"):
-                raise ValueError(f"--extra-data {extra}: expected a .pt file from `das dataset`")
-            more = _load_split(Path(extra).parent, Path(extra).stem)
-            if more["images"].shape[1:] != tr["images"].shape[1:]:
-                raise ValueError(f"{extra}: images {tuple(more['images'].shape[1:])} differ from the training set's")
-            for k in ("images", "labels", "boxes", "painted"):
-                tr[k] = torch.cat([tr[k], more[k]])
-        size = tr["images"].shape[-1]
-        dev = str(resolve_device(device))
-        cfg = TrainConfig(epochs=epochs, lr=lr, shift=shift, seed=seed, device=dev)
-        recipe = {"epochs": epochs, "lr": lr, "shift": shift, "seed": seed, "train_images": len(tr["images"])}
-        summary = {}
+        cfg = TargetTrainConfig(epochs=epochs, lr=lr, shift=shift, seed=seed, device=str(resolve_device(device)))
         names = [m.strip() for m in models.split(",") if m.strip()]
-        for name in names:
-            torch.manual_seed(seed)
-            model = build_classifier(name, 2, size)
-            with Progress(console=console) as bar:
-                task = bar.add_task(f"training {name}", total=None)
-                stats = train_classifier(
-                    model,
-                    tr["images"],
-                    tr["labels"],
-                    cfg,
-                    progress=lambda s, t, loss, k=task: bar.update(k, completed=s, total=t),
-                )
-            model.cpu()
-            acc = float((predict(model, te["images"]).argmax(1) == te["labels"]).float().mean())
-            cars = te["labels"] == 1
-            painted = te["painted"] & cars
-            acc_orig = car_accuracy(model, te["images"][cars & ~te["painted"]])
-            acc_rand = car_accuracy(model, te["images"][painted])
-            row = {"test_acc": acc, "car_acc_original_paint": acc_orig, "car_acc_random_paint": acc_rand, **stats}
-            save_model(
-                model,
-                data / "models" / f"{name}.safetensors",
-                {
-                    "kind": "classifier",
-                    "arch": name,
-                    "family": model.family,
-                    "num_classes": 2,
-                    "image_size": size,
-                    "classes": ["not_car", "car"],
-                    **row,
-                    "recipe": recipe,
-                },
+        with progress_bar(console=console) as bar:
+            tasks: dict[str, int] = {}
+
+            def advance(name: str, step: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"training {name}", total=total, info="")
+                bar.update(tasks[name], completed=step, total=total)
+
+            train_targets(
+                data,
+                names,
+                cfg,
+                detector=detector,
+                extra_data=extra_data.split(","),
+                progress=advance,
+                log=console.print,
             )
-            summary[name] = row
-            console.print(f"{name}: test acc {acc:.3f}, car acc original {acc_orig:.3f} / random paint {acc_rand:.3f}")
-        if detector:
-            torch.manual_seed(seed)
-            det = build_detector(size)
-            with Progress(console=console) as bar:
-                task = bar.add_task("training detector", total=None)
-                train_detector(
-                    det,
-                    tr["images"],
-                    tr["labels"],
-                    tr["boxes"],
-                    cfg,
-                    progress=lambda s, t, loss, k=task: bar.update(k, completed=s, total=t),
-                )
-            det.cpu()
-            out = predict(det, te["images"])
-            cars = te["labels"] == 1
-            tp = torch.zeros(len(out), dtype=torch.bool)
-            tp[cars] = box_iou(det.boxes(out[cars], size), te["boxes"][cars]) >= 0.5
-            ap = average_precision(out[:, 0], tp, int(cars.sum()))
-            save_model(
-                det,
-                data / "models" / "detector.safetensors",
-                {"kind": "detector", "arch": "das_detector", "image_size": size, "test_ap50": ap},
-            )
-            summary["detector"] = {"test_ap50": ap}
-            console.print(f"detector: test AP@0.5 {ap:.3f}")
-        (data / "models" / "summary.json").write_text(json.dumps(summary, indent=2))
-
-
-def _load_split(folder: Path, split: str) -> dict:
-    path = folder / f"{split}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `robustvision das dataset --out {folder}` first")
-    from robustvision.models.checkpoints import torch_load_trusted
-
-    return torch_load_trusted(path, what="DAS data split")
 
 
 @app.command()
@@ -222,9 +165,11 @@ def optimize(
     eval_views: int = typer.Option(32, help="Held-out views for metrics.json."),
     seed: int = typer.Option(2333, help="Random seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Optimise a camouflage texture; writes texture.pt, gallery PNGs + index.html and metrics.json."""
     with user_errors():
+        from robustvision.bench.capabilities import store_das
         from robustvision.physical.attack import AttackConfig, optimize_texture
         from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
         from robustvision.physical.evaluation import evaluate_texture
@@ -316,15 +261,13 @@ def optimize(
             car_classes=cars,
         )
         console.print(json.dumps(metrics, indent=2))
-
-
-# DAS test.py: ImageNet cab, convertible, jeep, sports car, grille, racer, limousine
-DAS_IMAGENET_CAR_CLASSES = (468, 511, 609, 817, 581, 751, 627)
+        textures = {"original": metrics["original"], "seed": metrics["seed"], out.resolve().name: metrics["attacked"]}
+        console.print(store_das(store, textures, car=assets.name, n=eval_views, seed=seed + 1))
 
 
 def _target(model: str, pretrained: bool, image_size: int):
     """A checkpoint written by `das train`, or a zoo model (ImageNet head) by name."""
-    from robustvision.physical.targets import load_model
+    from robustvision.physical.targets import DAS_IMAGENET_CAR_CLASSES, load_model
 
     if Path(model).suffix == ".safetensors" or Path(model).is_file():
         clf, card = load_model(model)
@@ -355,9 +298,11 @@ def evaluate(
     views: int = typer.Option(100, help="Held-out views."),
     seed: int = typer.Option(7, help="Seed of the held-out views."),
     out: Path | None = typer.Option(None, help="Write the metrics as JSON here."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Measure a texture's car accuracy on any models (and AP@0.5 of a detector) on held-out views."""
     with user_errors():
+        from robustvision.bench.capabilities import das_texture_label, store_das
         from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
         from robustvision.physical.evaluation import evaluate_texture
         from robustvision.physical.targets import load_model
@@ -394,6 +339,7 @@ def evaluate(
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(metrics, indent=2))
+        console.print(store_das(store, {das_texture_label(texture): metrics}, car=assets.name, n=views, seed=seed))
 
 
 def load_texture(path: str, assets):

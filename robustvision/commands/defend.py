@@ -12,10 +12,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from robustvision.commands import user_errors
+from robustvision.commands.results import STORE_HELP
+from robustvision.training.progress import progress_bar
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -36,14 +37,6 @@ def _eps(items: list[str]) -> dict[str, float]:
         except ValueError as err:
             raise ValueError(f"--eps {item!r}: {value!r} is not a number") from err
     return out
-
-
-def _progress(counted: bool = True) -> Progress:
-    columns = [TextColumn("{task.description}")]
-    if counted:
-        columns += [BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn()]
-    columns += [TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-    return Progress(*columns, console=console)
 
 
 def train(
@@ -127,7 +120,7 @@ def train(
             f"the last {len(val_set)} for validation, seed {seed}), {arch}, budgets {config.budgets}, "
             f"attack steps {steps}, {epochs} epochs"
         )
-        with _progress() as bar:
+        with progress_bar(console=console) as bar:
             task = bar.add_task("training", total=None, info="")
 
             def on_step(step: int, total: int, stats: dict[str, float]) -> None:
@@ -159,6 +152,7 @@ def evaluate(
     routing_attacks: str = typer.Option("first", help="GBN: perfect-routing attacks: 'first' of each norm, or 'all'."),
     batch_size: int = typer.Option(250, help="Attack batch size."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     seed: int = typer.Option(0, help="Attack seed."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
@@ -167,6 +161,7 @@ def evaluate(
     with user_errors():
         import torch
 
+        from robustvision.bench.capabilities import store_defend
         from robustvision.commands import check_at_least
         from robustvision.defenses.evaluation import attack_list, evaluate_robustness, format_report, parse_attack
         from robustvision.defenses.multi_perturbation import budgets_for
@@ -200,7 +195,7 @@ def evaluate(
         overlap = len(images) - (len(test_set) - len(validation_part(test_set)))
         if overlap > 0:
             console.print(f"note: the last {overlap} evaluated images are also the training run's validation images")
-        with _progress(counted=False) as bar:
+        with progress_bar(counted=False, console=console) as bar:
             task = bar.add_task("attacks", total=None, info="")
             report = evaluate_robustness(
                 model,
@@ -223,6 +218,7 @@ def evaluate(
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps({"checkpoint": str(checkpoint), **report.to_dict()}, indent=2))
             console.print(f"wrote {json_out}")
+        console.print(store_defend(store, report.to_dict(), checkpoint=checkpoint, card=card, dataset=name, seed=seed))
 
 
 @app.command("methods")

@@ -11,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from robustvision.commands import user_errors
+from robustvision.commands.results import STORE_HELP
 
 app = typer.Typer(no_args_is_help=True, help="Interactive segmentation (EdgeFlow): train, evaluate, predict.")
 console = Console()
@@ -112,6 +113,7 @@ def evaluate(
     max_clicks: int = typer.Option(20, help="Click budget per instance."),
     limit: int = typer.Option(None, help="Evaluate only the first N instances."),
     json_out: Path = typer.Option(None, "--json", help="Also write the figures as JSON."),
+    store: str | None = typer.Option(None, "--store", help=STORE_HELP),
     threads: int = typer.Option(2, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
@@ -119,6 +121,7 @@ def evaluate(
     with user_errors():
         import torch
 
+        from robustvision.bench.capabilities import store_iseg
         from robustvision.commands import check_at_least
         from robustvision.segmentation.interactive import create_predictor, evaluate_dataset
 
@@ -129,7 +132,7 @@ def evaluate(
         samples = _samples(dataset, root, limit)
         if checkpoint is not None and len(predictor) > 1:
             raise ValueError("--checkpoint applies to one predictor; pass a single --predictor")
-        rows = []
+        rows, summaries = [], []
         for name in predictor:
             p = create_predictor(name, checkpoint=checkpoint, device=device)
             with Progress(console=console) as progress:
@@ -138,6 +141,7 @@ def evaluate(
                     p, samples, max_clicks=max_clicks, progress=lambda r, t=task: progress.advance(t)
                 )
             rows.append(summary.as_row())
+            summaries.append(summary)
         table = Table(title=f"{dataset}: {len(samples)} instances, RITM clicker, max {max_clicks} clicks")
         for key in rows[0]:
             table.add_column(key)
@@ -146,6 +150,7 @@ def evaluate(
         console.print(table)
         if json_out is not None:
             json_out.write_text(json.dumps(rows, indent=2) + "\n")
+        console.print(store_iseg(store, summaries, dataset=dataset, checkpoint=checkpoint))
 
 
 @app.command()

@@ -14,13 +14,17 @@ console = Console()
 
 
 def report(
-    store: str = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    store: str | None = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write (PNGs of the plots go beside it)."),
     run: str | None = typer.Option(None, "--run", help="Only this run id."),
     dataset: str | None = typer.Option(None, "--dataset", help="Only this data set."),
     baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
 ) -> None:
-    """Write one self-contained HTML report (leaderboard, heatmap, curves, spreads, ablations) from the store."""
+    """Write one self-contained HTML report from the store: one section per capability with results.
+
+    Benchmark (leaderboard, heatmap, curves, spreads, ablations, model cards), defence, physical attack, interactive
+    segmentation and domain adaptation, each with its table and plot.
+    """
     from robustvision.bench.report import write_report
     from robustvision.bench.store import ResultsStore
 

@@ -15,8 +15,11 @@ from robustvision.commands import check_writable_file, user_errors
 app = typer.Typer(no_args_is_help=True, help="Read the results store: print, export CSV/Parquet.")
 console = Console()
 
-STORE_HELP = "Results store: a SQLAlchemy URL (postgresql+psycopg://...) or a SQLite file path."
-DEFAULT_STORE = "runs/robustvision.db"
+STORE_HELP = (
+    "Results store: a SQLAlchemy URL (postgresql+psycopg://...) or a SQLite file path "
+    "(default: $ROBUSTVISION_STORE, else runs/robustvision.db)."
+)
+DEFAULT_STORE = None  # ResultsStore resolves it: $ROBUSTVISION_STORE, else runs/robustvision.db
 
 
 def _cell(col: str, value: object) -> str:
@@ -104,7 +107,7 @@ def check_filters(rs, run: str | None = None, dataset: str | None = None) -> Non
 
 @app.command("show")
 def show(
-    store: str = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    store: str | None = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     run: str | None = typer.Option(None, "--run", help="Only this run id."),
     dataset: str | None = typer.Option(None, "--dataset", help="Only this data set."),
     baseline: str | None = typer.Option(None, "--baseline", help="mCE baseline model (name or name/technique)."),
@@ -122,7 +125,8 @@ def show(
             if raw:
                 df = rs.results(run_id=run, dataset=dataset)
                 table = Table(title=f"{len(df)} result rows in {rs.display_url}")
-                cols = ["run_id", "model", "technique", "noise", "kind", "severity", "metric", "value", "n"]
+                cols = ["run_id", "capability", "model", "technique", "noise", "kind", "severity", "metric", "value"]
+                cols.append("n")
                 for c in cols:
                     table.add_column(c)
                 for _, row in df.tail(limit).iterrows():
@@ -131,7 +135,15 @@ def show(
                 return
             summary = summarize(rs, run_id=run, dataset=dataset, baseline=baseline)
             if summary.leaderboard.empty:
-                console.print(f"The results store {rs.display_url} holds no results yet; run `robustvision bench`.")
+                counts = rs.results(run_id=run, dataset=dataset)["capability"].value_counts()
+                if counts.empty:
+                    console.print(f"The results store {rs.display_url} holds no results yet; run `robustvision bench`.")
+                else:
+                    held = ", ".join(f"{n} {c}" for c, n in counts.items())
+                    console.print(
+                        f"The results store {rs.display_url} holds no benchmark results (it holds {held} rows); "
+                        "see them with `results show --raw` or `robustvision report`."
+                    )
                 return
             console.print(leaderboard_table(summary, full=full, width=console.width))
 
@@ -140,7 +152,7 @@ def show(
 def export(
     out: Path = typer.Option(..., "--out", help="Output file (.csv or .parquet)."),
     fmt: str | None = typer.Option(None, "--format", help="csv or parquet (default: from the file suffix)."),
-    store: str = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    store: str | None = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     run: str | None = typer.Option(None, "--run", help="Only this run id."),
 ) -> None:
     """Export every stored result row (one row per run, cell and metric) to CSV or Parquet."""

@@ -6,6 +6,13 @@ a second optimiser of their own (SGD, lr 0.1, momentum 0.8 as in the reference c
 the gate reads detached features and never enters the classification path, so one backward of the summed losses
 is exactly the reference's two separate backward passes.
 
+It stays a loop of its own rather than a ``loss_fn`` hook on :class:`robustvision.training.Trainer`: the published
+GBN and baseline figures come from it bit for bit, and the Trainer differs in every draw and step that decides them
+(its data order comes from per-epoch keyed generators, not the one run generator the attacks share; it drops the
+last batch; biases get no weight decay; it has one optimiser, where GBN's gates need their own; and its cosine,
+:func:`robustvision.training.schedule.warmup_cosine`, rounds differently in the last bit on about a fifth of the
+steps).
+
 Two recipes (:data:`RECIPES`, :meth:`DefenseConfig.from_recipe`):
 
 - ``fast``: short runs: few-step training attacks with a random start, SGD lr 0.05 / momentum 0.9 / weight decay
@@ -53,9 +60,9 @@ from robustvision.defenses.multi_perturbation import (
     reference_attack,
 )
 from robustvision.models import create_model
-from robustvision.models.checkpoints import load_state, read_card, save_checkpoint
+from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_weights, save_checkpoint
 from robustvision.models.wrappers import ImageClassifier
-from robustvision.runtime import make_generator, resolve_device, seed_everything
+from robustvision.runtime import make_generator, resolve_device, seeded
 
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
 
@@ -213,6 +220,7 @@ class DefenseConfig:
         return check_domains((("clean",) if self.clean_branch else ()) + tuple(self.norms))
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (the model card's ``defense`` entry)."""
         out = asdict(self)
         out["norms"] = list(self.norms)
         out["attack"]["l1_k_range"] = list(self.attack.l1_k_range)
@@ -267,9 +275,11 @@ def split_dataset(
 
 
 def validation_part(held_out: TensorClassificationDataset, size: int = 1000) -> TensorClassificationDataset:
-    """The last ``size`` images of the held-out part (at most half of it): the validation set of the plateau
-    schedule and of ``keep_best``. Evaluations read the held-out part from its start, so up to
-    ``len(held_out) - size`` evaluation images never took part in model selection (MNIST: the first 1000 of 2000).
+    """The last ``size`` images of the held-out part (at most half of it).
+
+    They are the validation set of the plateau schedule and of ``keep_best``. Evaluations read the held-out part
+    from its start, so up to ``len(held_out) - size`` evaluation images never took part in model selection (MNIST:
+    the first 1000 of 2000).
     """
     n = len(held_out)
     size = max(1, min(int(size), n // 2))
@@ -277,17 +287,18 @@ def validation_part(held_out: TensorClassificationDataset, size: int = 1000) -> 
 
 
 def build_model(config: DefenseConfig, *, num_classes: int, in_chans: int, image_size: int) -> ImageClassifier:
-    """The zoo model of ``config``, converted to GBN when the method is ``gbn``."""
-    model = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
-    if config.conv1_padding is not None:
-        set_lenet_padding(model, config.conv1_padding)
-    if config.method == "gbn":
-        layout = REFERENCE_GBN_LAYOUT.get(config.arch)
-        layers = config.gbn_layers or (list(layout) if layout else None)
-        gates = {k: v for k, v in (layout or {}).items() if k in (layers or [])} or None
-        convert_to_gbn(model, layers, domains=config.domains, gates=gates)
-        if config.gate_once:
-            tie_gates(model)
+    """The zoo model of ``config``, converted to GBN when the method is ``gbn``; initialised from ``config.seed``."""
+    with seeded(config.seed):
+        model = create_model(config.arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+        if config.conv1_padding is not None:
+            set_lenet_padding(model, config.conv1_padding)
+        if config.method == "gbn":
+            layout = REFERENCE_GBN_LAYOUT.get(config.arch)
+            layers = config.gbn_layers or (list(layout) if layout else None)
+            gates = {k: v for k, v in (layout or {}).items() if k in (layers or [])} or None
+            convert_to_gbn(model, layers, domains=config.domains, gates=gates)
+            if config.gate_once:
+                tie_gates(model)
     return model
 
 
@@ -313,6 +324,8 @@ def set_lenet_padding(model: ImageClassifier, padding: int) -> ImageClassifier:
 
 
 def _lr_factor(step: int, total: int) -> float:
+    # Not training.schedule.warmup_cosine: it computes pi * (step / total), this pi * step / total; the last bit
+    # differs on some steps and the published figures were trained with this one.
     return 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
 
 
@@ -352,6 +365,18 @@ def train_defense(
         ValueError: a GBN method on a model without GBN layers (or the reverse), mismatched domains.
         FloatingPointError: the loss became NaN or infinite.
     """
+    with seeded(config.seed):  # initial state of every global draw, restored for the caller afterwards
+        return _train_defense(model, train_set, config, val_set, callback)
+
+
+def _train_defense(
+    model: nn.Module,
+    train_set,
+    config: DefenseConfig,
+    val_set,
+    callback: Callable[[int, int, dict[str, float]], None] | None,
+) -> list[EpochRecord]:
+    """:func:`train_defense` inside its seeded block."""
     method = create_method(config.method)
     norms = method.norms(config.norms)
     has_gbn = bool(gbn_layers(model))
@@ -360,7 +385,6 @@ def train_defense(
     if has_gbn and not method.uses_gate:
         raise ValueError(f"method {config.method!r} cannot train a GBN model (it has no domain routing)")
     device = resolve_device(config.device)
-    seed_everything(config.seed)
     model.to(device)
     images, labels = train_set.tensors()
     n = len(labels)
@@ -467,7 +491,11 @@ def save_defense(
     data: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a defended model (safetensors + model card with method, budgets, GBN layout, history, data split)."""
+    """Save a defended model (safetensors + model card with method, budgets, GBN layout, history, data split).
+
+    Written atomically through :func:`~robustvision.models.checkpoints.save_checkpoint` (the classifier format of
+    :func:`~robustvision.models.checkpoints.save_weights`), so :func:`load_defense` and ``load_checkpoint`` read it.
+    """
     card = {
         "technique": config.method,
         "defense": config.to_dict(),
@@ -494,8 +522,7 @@ def load_defense(
             weights that do not fit the architecture.
         FileNotFoundError: missing checkpoint or card.
     """
-    card = read_card(path)
-    state = load_state(path)
+    state, card = load_weights(path, fmt=CLASSIFIER_FORMAT)
     for key in ("arch", "num_classes", "image_size"):
         if key not in card:
             raise ValueError(f"model card of {str(path)!r} lacks {key!r}; was it written by save_defense?")

@@ -195,6 +195,7 @@ class ViewSet:
         return len(self.views)
 
     def subset(self, idx) -> ViewSet:
+        """The views at positions ``idx``, with their backgrounds and cameras."""
         idx = [int(i) for i in idx]
         return ViewSet([self.views[i] for i in idx], self.backgrounds[idx], [self.cameras[i] for i in idx])
 
@@ -316,3 +317,18 @@ def render_car_dataset(
         "boxes": torch.stack(boxes).float(),
         "painted": torch.tensor(painted),
     }
+
+
+def load_split(folder: str | Path, split: str) -> dict:
+    """A data split written by ``robustvision das dataset`` (``FOLDER/SPLIT.pt``), loaded with ``weights_only``.
+
+    Raises:
+        FileNotFoundError: no such split (the message names the command that writes it).
+    """
+    from robustvision.models.checkpoints import torch_load_trusted
+
+    folder = Path(folder)
+    path = folder / f"{split}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `robustvision das dataset --out {folder}` first")
+    return torch_load_trusted(path, what="DAS data split")

@@ -26,6 +26,7 @@ __all__ = [
     "car_accuracy",
     "average_precision",
     "detector_ap",
+    "split_ap",
     "spectral_residual_saliency",
     "naturalness",
     "evaluate_texture",
@@ -67,6 +68,20 @@ def detector_ap(
     scores = torch.cat([out_pos[:, 0], out_neg[:, 0]])
     tp = torch.cat([tp_pos, torch.zeros(len(out_neg), dtype=torch.bool)])
     return average_precision(scores, tp, len(car_images))
+
+
+def split_ap(
+    det: CarDetector, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, iou: float = 0.5
+) -> float:
+    """AP@``iou`` of the one-box detector on a rendered split (label 1: a car with its box; 0: no car).
+
+    Detections are ranked in the split's order (ties keep it), as the ``das train`` model cards record them.
+    """
+    out = predict(det, images)
+    cars = labels == 1
+    tp = torch.zeros(len(out), dtype=torch.bool)
+    tp[cars] = box_iou(CarDetector.boxes(out[cars], images.shape[-1]), boxes[cars]) >= iou
+    return average_precision(out[:, 0], tp, int(cars.sum()))
 
 
 def spectral_residual_saliency(image: torch.Tensor) -> torch.Tensor:

@@ -8,16 +8,19 @@ takes [0, 1] images and normalises inside (the package's model contract).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from robustvision.models.checkpoints import load_weights, save_weights
 from robustvision.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer
 
 __all__ = [
+    "DAS_IMAGENET_CAR_CLASSES",
     "TARGET_ARCHS",
     "Normalized",
     "CarDetector",
@@ -25,7 +28,13 @@ __all__ = [
     "build_detector",
     "save_model",
     "load_model",
+    "TARGET_FORMAT",
 ]
+
+TARGET_FORMAT = "robustvision.das.target/1"
+
+# DAS test.py: ImageNet cab, convertible, jeep, sports car, grille, racer, limousine
+DAS_IMAGENET_CAR_CLASSES = (468, 511, 609, 817, 581, 751, 627)
 
 
 class Normalized(PixelNormalizer):
@@ -39,6 +48,7 @@ class Normalized(PixelNormalizer):
             self.num_prefix_tokens = int(net.num_prefix_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``[0, 1]`` images ``x`` ``(N, 3, H, W)``."""
         return self.net(self.normalize(x))
 
 
@@ -71,22 +81,49 @@ TARGET_ARCHS: dict[str, tuple[str, Any, str]] = {
 }
 
 
-def build_classifier(name: str, num_classes: int = 2, image_size: int = 64) -> nn.Module:
-    """A [0, 1]-input classifier: one of :data:`TARGET_ARCHS` or any name ``robustvision.models`` knows."""
-    if name in TARGET_ARCHS:
-        family, builder, layer = TARGET_ARCHS[name]
-        model = Normalized(
-            builder(num_classes, image_size), arch=name, family=family, num_classes=num_classes, image_size=image_size
-        )
-        model.cam_layer = layer
-        return model
-    try:
-        from robustvision.models import create_model
-    except ImportError as err:
-        raise ValueError(
-            f"unknown target model {name!r}: choose from {', '.join(TARGET_ARCHS)} (the zoo is not installed)"
-        ) from err
-    return create_model(name, num_classes=num_classes, image_size=image_size)
+@contextmanager
+def _init_seed(seed: int | None) -> Iterator[None]:
+    """Draw the weight initialisation from the CPU generator seeded with ``seed``, leaving the global state as it was.
+
+    ``nn.Module`` constructors (ours and timm's) take no generator: they draw from torch's default CPU generator,
+    so a seed is applied to it inside ``fork_rng`` and the caller's random state is restored afterwards.
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def build_classifier(name: str, num_classes: int = 2, image_size: int = 64, *, seed: int | None = None) -> nn.Module:
+    """A [0, 1]-input classifier: one of :data:`TARGET_ARCHS` or any name ``robustvision.models`` knows.
+
+    Args:
+        name: the architecture.
+        num_classes: output classes.
+        image_size: input side in pixels.
+        seed: seeds the weight initialisation (None: torch's current global state).
+    """
+    with _init_seed(seed):
+        if name in TARGET_ARCHS:
+            family, builder, layer = TARGET_ARCHS[name]
+            model = Normalized(
+                builder(num_classes, image_size),
+                arch=name,
+                family=family,
+                num_classes=num_classes,
+                image_size=image_size,
+            )
+            model.cam_layer = layer
+            return model
+        try:
+            from robustvision.models import create_model
+        except ImportError as err:
+            raise ValueError(
+                f"unknown target model {name!r}: choose from {', '.join(TARGET_ARCHS)} (the zoo is not installed)"
+            ) from err
+        return create_model(name, num_classes=num_classes, image_size=image_size)
 
 
 class CarDetector(nn.Module):
@@ -116,36 +153,38 @@ class CarDetector(nn.Module):
         return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * size
 
 
-def build_detector(image_size: int = 64) -> CarDetector:
-    """The car detector (:class:`CarDetector`)."""
-    return CarDetector(image_size)
+def build_detector(image_size: int = 64, *, seed: int | None = None) -> CarDetector:
+    """The car detector (:class:`CarDetector`); ``seed`` seeds its weight initialisation."""
+    with _init_seed(seed):
+        return CarDetector(image_size)
 
 
 def save_model(model: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
-    """Weights as safetensors plus a JSON card (``kind``, ``arch``, ``image_size``, ...) beside them."""
-    from safetensors.torch import save_file
+    """Weights as safetensors plus a JSON card (``kind``, ``arch``, ``image_size``, ...) beside them.
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str))
-    return path
+    Written atomically by :func:`~robustvision.models.checkpoints.save_weights` (format :data:`TARGET_FORMAT`;
+    the card also gets the package version and git commit).
+    """
+    return save_weights(model, path, card, fmt=TARGET_FORMAT)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model` (safetensors, no pickle)."""
-    from safetensors.torch import load_file
+    """Rebuild a model saved by :func:`save_model` (safetensors, no pickle).
 
+    Files written before the format tag existed (the same safetensors + JSON card layout, no ``format`` field)
+    load as well.
+
+    Raises:
+        FileNotFoundError: the weights or the card is missing.
+        ValueError: the card names another format, or the weights are unreadable.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint not found: {path}")
-    card_file = path.with_suffix(".json")
-    if not card_file.is_file():
-        raise FileNotFoundError(f"model card missing beside the checkpoint: {card_file}")
-    card = json.loads(card_file.read_text())
+    state, card = load_weights(path, fmt=TARGET_FORMAT)
     if card.get("kind") == "detector":
         model: nn.Module = build_detector(card["image_size"])
     else:
         model = build_classifier(card["arch"], card["num_classes"], card["image_size"])
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(state)
     return model.to(device).eval(), card

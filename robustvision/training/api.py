@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from robustvision.runtime import seed_everything
+from robustvision.runtime import seeded
 from robustvision.training.config import TrainConfig
 from robustvision.training.techniques import check_model_for_technique, create_technique
 from robustvision.training.trainer import Trainer, is_main_process
@@ -126,23 +126,23 @@ def train_model(
         perm = torch.randperm(len(train_set), generator=make_generator(seed, "subset"))
         train_set = train_set.subset(perm[: max(1, train_subset)])
     kwargs = {**(model_kwargs or {}), **tech.model_kwargs}
-    seed_everything(seed)
-    try:
-        model = create_model(
-            model_name,
-            num_classes=train_set.num_classes,
-            image_size=train_set.image_size,
-            in_chans=train_set.channels,
-            **kwargs,
+    with seeded(seed):  # the caller's random state comes back afterwards
+        try:
+            model = create_model(
+                model_name,
+                num_classes=train_set.num_classes,
+                image_size=train_set.image_size,
+                in_chans=train_set.channels,
+                **kwargs,
+            )
+        except TypeError as err:
+            if not tech.model_kwargs:
+                raise
+            raise ValueError(
+                f"technique {technique!r} builds the model with {tech.model_kwargs}, which {model_name!r} does not "
+                f"accept ({err}); pick an architecture with stochastic depth (resnet18, vit_tiny, mixer_tiny, ...)"
+            ) from err
+        card = {"dataset": dataset, "model_kwargs": kwargs}
+        return train_classifier(
+            model, train_set, test_set, base, technique, overrides=overrides, save_to=save_to, card=card
         )
-    except TypeError as err:
-        if not tech.model_kwargs:
-            raise
-        raise ValueError(
-            f"technique {technique!r} builds the model with {tech.model_kwargs}, which {model_name!r} does not "
-            f"accept ({err}); pick an architecture with stochastic depth (resnet18, vit_tiny, mixer_tiny, ...)"
-        ) from err
-    card = {"dataset": dataset, "model_kwargs": kwargs}
-    return train_classifier(
-        model, train_set, test_set, base, technique, overrides=overrides, save_to=save_to, card=card
-    )

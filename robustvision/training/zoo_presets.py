@@ -244,7 +244,7 @@ def _train_member(spec: ZooPreset, member: ZooMember, runtime: dict[str, Any], o
     """Build ``member`` (seeded) and train it with the preset's base recipe, its technique and its overrides."""
     from robustvision.data import create_dataset
     from robustvision.models import create_model
-    from robustvision.runtime import seed_everything
+    from robustvision.runtime import seeded
     from robustvision.training.api import train_classifier
 
     config = spec.base_config().replace(checkpoint_dir=str(_work_dir(spec, member)), **runtime)
@@ -252,31 +252,31 @@ def _train_member(spec: ZooPreset, member: ZooMember, runtime: dict[str, Any], o
     train_set = create_dataset(spec.dataset, split="train", image_size=spec.image_size)
     test_set = create_dataset(spec.dataset, split="test", image_size=spec.image_size)
     kwargs = {**member.model_kwargs, **tech.model_kwargs}
-    seed_everything(config.seed)
-    model = create_model(
-        member.model,
-        num_classes=train_set.num_classes,
-        image_size=train_set.image_size,
-        in_chans=train_set.channels,
-        **kwargs,
-    )
-    card = {
-        "dataset": spec.dataset,
-        "model_kwargs": kwargs,
-        "zoo_preset": spec.name,
-        "zoo_key": member_key(spec, member),
-    }
-    return train_classifier(
-        model,
-        train_set,
-        test_set,
-        config,
-        member.technique,
-        overrides=member.overrides,
-        save_to=member_path(spec, member),
-        card=card,
-        on_epoch_end=on_epoch_end,
-    )
+    with seeded(config.seed):  # the caller's random state comes back afterwards
+        model = create_model(
+            member.model,
+            num_classes=train_set.num_classes,
+            image_size=train_set.image_size,
+            in_chans=train_set.channels,
+            **kwargs,
+        )
+        card = {
+            "dataset": spec.dataset,
+            "model_kwargs": kwargs,
+            "zoo_preset": spec.name,
+            "zoo_key": member_key(spec, member),
+        }
+        return train_classifier(
+            model,
+            train_set,
+            test_set,
+            config,
+            member.technique,
+            overrides=member.overrides,
+            save_to=member_path(spec, member),
+            card=card,
+            on_epoch_end=on_epoch_end,
+        )
 
 
 def _epochs_done(work: Path) -> int:

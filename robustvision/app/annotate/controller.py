@@ -24,8 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from robustvision.app.annotate.geometry import check_polygons, mask_to_polygons
 from robustvision.app.annotate.labels import Label, read_labels, write_labels
 from robustvision.app.annotate.storage import AnnotationStore
+from robustvision.app.annotate.threads import on_torch_thread
 from robustvision.fileio import remove_stale_temps
-from robustvision.runtime import on_torch_thread
 from robustvision.segmentation.interactive import PRED_THRESHOLD, Click, create_predictor, list_predictors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -59,6 +59,7 @@ class ImageRecord:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready fields (the image list of the API)."""
         return {"name": self.name, "status": self.status, "objects": self.objects, "error": self.error}
 
 
@@ -192,6 +193,7 @@ class AnnotationProject:
         return error
 
     def load_image(self, name: str) -> np.ndarray:
+        """The image ``name`` as an ``H x W x 3`` uint8 RGB array (``NotFound`` or ``ValueError`` when unreadable)."""
         path = self.image_path(name)
         try:
             image = decode_rgb(path)
@@ -201,12 +203,14 @@ class AnnotationProject:
         return image
 
     def image_size(self, name: str) -> tuple[int, int]:
+        """``(height, width)`` of image ``name``, read from its header once and cached."""
         if name not in self._sizes:
             if self.image_error(name):
                 raise ValueError(f"image {name!r}: {self.image_error(name)}")
         return self._sizes[name]
 
     def list_images(self) -> list[ImageRecord]:
+        """Every image of the folder with its annotation status, sorted by name."""
         records = []
         for name in self.image_names():
             problem = self._path_problem(name)
@@ -265,13 +269,16 @@ class AnnotationProject:
     # ------------------------------------------------------------------ labels
     @property
     def labels(self) -> list[Label]:
+        """The project's labels (index, name, colour)."""
         return list(self._labels)
 
     def set_labels(self, labels: list[Label]) -> None:
+        """Replace the labels and write them to the labels file."""
         write_labels(self.labels_file, labels)
         self._labels = list(labels)
 
     def label_index(self, label: int) -> int:
+        """``label`` when it is a known label index (any in 1..254 without labels); otherwise ``ValueError``."""
         if self._labels and label not in {lb.index for lb in self._labels}:
             raise ValueError(f"unknown label index {label}; known: {[lb.index for lb in self._labels]}")
         if not 1 <= label <= 254:
@@ -280,6 +287,7 @@ class AnnotationProject:
 
     # ------------------------------------------------------------------ annotations
     def annotation(self, name: str) -> dict[str, Any]:
+        """The saved annotation of image ``name`` (objects, status), empty when there is none yet."""
         h, w = self.image_size(name)
         return self.store.read(name, w, h)
 
@@ -299,6 +307,7 @@ class AnnotationProject:
         return next(o for o in data["objects"] if o["id"] == obj["id"])
 
     def delete_object(self, name: str, object_id: str) -> dict[str, Any]:
+        """Remove one object from image ``name``'s annotation; returns the updated annotation."""
         self.image_path(name)
         try:
             return self.store.delete_object(name, object_id)
@@ -306,6 +315,7 @@ class AnnotationProject:
             raise NotFound(str(err.args[0])) from err
 
     def set_done(self, name: str, done: bool) -> dict[str, Any]:
+        """Mark image ``name`` done (or in progress again); returns the updated annotation."""
         h, w = self.image_size(name)
         return self.store.set_done(name, done, w, h)
 
@@ -340,13 +350,16 @@ class ClickSession:
 
     @property
     def clicks(self) -> list[Click]:
+        """The clicks of the object in progress (the current undo step)."""
         return list(self.history[-1].clicks) if self.history else []
 
     @property
     def probs(self) -> np.ndarray | None:
+        """The current ``H x W`` probability map, or None before the first click."""
         return self.history[-1].probs if self.history else None
 
     def set_backend(self, backend: str) -> None:
+        """Switch the segmentation backend; the open image is loaded into the new predictor."""
         if backend not in list_predictors():
             raise ValueError(f"unknown backend {backend!r}; known: {', '.join(list_predictors())}")
         self.predictor = on_torch_thread(create_predictor, backend, device=self.project.device)
@@ -392,16 +405,19 @@ class ClickSession:
         return probs
 
     def undo(self) -> np.ndarray | None:
+        """Step back one click; returns the probability map now shown (None: no clicks left)."""
         if self.history:
             self.redo_stack.append(self.history.pop())
         return self.probs
 
     def redo(self) -> np.ndarray | None:
+        """Replay the last undone click; returns the probability map now shown."""
         if self.redo_stack:
             self.history.append(self.redo_stack.pop())
         return self.probs
 
     def mask(self) -> np.ndarray | None:
+        """The current binary mask (probabilities above ``PRED_THRESHOLD``), or None before the first click."""
         return None if self.probs is None else self.probs > PRED_THRESHOLD
 
     def finish(self, label: int, object_id: str | None = None) -> dict[str, Any]:
@@ -430,6 +446,7 @@ class SessionPool:
         self._lock = threading.Lock()
 
     def get(self, client: str) -> ClickSession:
+        """The click session of browser tab ``client`` (created on first use; the oldest are dropped beyond the cap)."""
         if not client or len(client) > 64:
             raise ValueError("a client id of 1-64 characters is required")
         with self._lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from robustvision.runtime import require_extra
+
 Polygon = list[list[float]]  # [[x, y], ...] in pixel coordinates
 MAX_POLYGON_POINTS = 100_000  # per object, all polygons together; a traced 25-Mpx outline has far fewer
 
@@ -85,7 +87,7 @@ def bbox_of(polygons: list[Polygon]) -> list[float]:
 
 def mask_to_rle(mask: np.ndarray) -> dict:
     """COCO compressed RLE of a binary mask (``counts`` as a UTF-8 string), via pycocotools."""
-    from pycocotools import mask as mask_utils
+    mask_utils = require_extra("pycocotools.mask", "app")
 
     rle = mask_utils.encode(np.asfortranarray((np.asarray(mask) > 0).astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")

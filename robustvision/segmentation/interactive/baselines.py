@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from skimage.segmentation import random_walker
 
-from robustvision.segmentation.interactive.clicks import DISK_RADIUS, Click
+from robustvision.segmentation.interactive.clicks import DISK_RADIUS, PRED_THRESHOLD, Click
 from robustvision.segmentation.interactive.predictor import PREDICTORS, Predictor
 
 
@@ -69,8 +69,8 @@ class GrabCutPredictor(Predictor):
         ):
             prev_mask = self._last
         mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-        if prev_mask is not None and (prev_mask > 0.5).any():
-            mask[prev_mask > 0.5] = cv2.GC_PR_FGD
+        if prev_mask is not None and (prev_mask > PRED_THRESHOLD).any():
+            mask[prev_mask > PRED_THRESHOLD] = cv2.GC_PR_FGD
         else:
             ys, xs = np.array([c.y for c in pos]), np.array([c.x for c in pos])
             hh, hw = max(1, int(self.init_box * h / 2)), max(1, int(self.init_box * w / 2))

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from robustvision.registry import Registry
-from robustvision.runtime import seed_from_key, shared_data_dir
+from robustvision.runtime import require_extra, seed_from_key, shared_data_dir
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -427,7 +427,7 @@ class CocoInstances(Dataset):
     def __init__(
         self, root: str | Path, name: str = "coco_lvis", size: int = 160, seed: int = 0, min_area: float = 1000.0
     ) -> None:
-        from pycocotools import mask as mask_utils
+        mask_utils = require_extra("pycocotools.mask", "app")
 
         if name not in COCO_TRAIN_FILES:
             raise ValueError(f"unknown COCO-format training set {name!r}; known: {', '.join(COCO_TRAIN_FILES)}")

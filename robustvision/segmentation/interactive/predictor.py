@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from robustvision.registry import Registry
 from robustvision.runtime import resolve_device
-from robustvision.segmentation.interactive.clicks import DISK_RADIUS, Click, check_clicks, disk_maps
+from robustvision.segmentation.interactive.clicks import DISK_RADIUS, PRED_THRESHOLD, Click, check_clicks, disk_maps
 
 #: Registry of interactive predictors; builders take ``(checkpoint=None, device="cpu", **kwargs)``.
 PREDICTORS: Registry[Predictor] = Registry("interactive predictor")
@@ -358,7 +358,7 @@ class NetPredictor(Predictor):
             if prev is not None and prev_mask is None:
                 aux_full = prev.aux
             elif prev_mask is not None:
-                aux_full = mask_boundary(prev_mask > 0.5)
+                aux_full = mask_boundary(prev_mask > PRED_THRESHOLD)
             else:
                 aux_full = np.zeros((h, w), np.float32)
         else:
