@@ -58,6 +58,7 @@ print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t, "cpu_s": ru.ru_u
 
 
 def default_root() -> Path | None:
+    """``../shared/data/imagenet_samples`` when present."""
     sys.path.insert(0, str(ROOT))
     from robustvision.runtime import shared_data_dir
 
@@ -66,6 +67,7 @@ def default_root() -> Path | None:
 
 
 def table(store: str, console_width: int = 160) -> None:
+    """Print the per-model table of the imagenet cells in ``store``."""
     import pandas as pd
 
     from robustvision.bench.store import ResultsStore
@@ -107,6 +109,7 @@ def table(store: str, console_width: int = 160) -> None:
 
 
 def main() -> None:
+    """Run the preset in a child process, then print its table and cost."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=None, help="ImageNet folder (default ../shared/data/imagenet_samples)")
     parser.add_argument("--store", default=None, help="results store (default: a fresh temporary one)")

@@ -39,10 +39,12 @@ LITES = "tf_efficientnet_lite0,tf_efficientnet_lite1,tf_efficientnet_lite2"
 
 @torch.no_grad()
 def logits(model, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """The model's logits, batch by batch."""
     return torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
 def main() -> None:
+    """Render the views, paint them, print the car-class accuracies."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=LITES, help="comma-separated zoo names (ImageNet weights)")
     parser.add_argument("--views", type=int, default=64)

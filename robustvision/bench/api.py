@@ -135,12 +135,19 @@ def evaluate(
             the preset's suite. ``clean`` is always evaluated.
         store: a :class:`~robustvision.bench.store.ResultsStore`, a store URL or SQLite path, or ``None``.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        mean, std: the model's input normalisation when it expects normalised inputs (then it is wrapped in a
-            :class:`~robustvision.models.PixelNormalizer`).
+        mean: the per-channel mean of the model's input normalisation, when it expects normalised inputs (it is
+            then wrapped in a :class:`~robustvision.models.PixelNormalizer`); give ``std`` with it.
+        std: the per-channel standard deviation of that normalisation.
         preset: the bench preset that gives defaults (image counts, severities, budgets, steps).
         root: folder of data sets that need one.
-        name, technique: how the model is named in the table and the store (default: its ``arch`` or class name).
-        n_examples, n_adversarial, severities, attack_steps, batch_size, seed: as the bench options.
+        name: how the model is named in the table and the store (default: its ``arch`` or class name).
+        technique: its training technique's name in the table and the store.
+        n_examples: images per clean cell (default: the preset's).
+        n_adversarial: images per attack cell.
+        severities: corruption severities for natural noises given without ``@``.
+        attack_steps: iterations of PGD/MIM.
+        batch_size: evaluation batch size.
+        seed: the base seed every cell's seed derives from.
         progress: called as ``progress(done_cells, total_cells, label)``.
 
     Returns:

@@ -21,6 +21,15 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _check_root(cfg) -> None:
+    """One clear error for an image-folder run without a folder."""
+    if cfg.dataset == "imagefolder" and not cfg.data_root:
+        raise ValueError(
+            "--dataset imagefolder needs --root DIR (the imagenet preset defaults to "
+            "../shared/data/imagenet_samples, which is absent here)"
+        )
+
+
 def bench(
     preset: str = typer.Option(
         "default", "--preset", help="quick | default | full | imagenet (pretrained ImageNet models on real photos)."
@@ -116,11 +125,7 @@ def bench(
         if cfg.executor == "ray" and cfg.ray_address:
             check_ray_address(cfg.ray_address)
         # Validate the noise list (budgets, severities, names) on the data set before any training or writing.
-        if cfg.dataset == "imagefolder" and not cfg.data_root:
-            raise ValueError(
-                "--dataset imagefolder needs --root DIR (the imagenet preset defaults to "
-                "../shared/data/imagenet_samples, which is absent here)"
-            )
+        _check_root(cfg)
         images, _, ds = load_eval_data(cfg)
         has_files = bool(eval_files(ds, cfg))
         noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]), has_files=has_files)

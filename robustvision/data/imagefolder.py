@@ -41,8 +41,10 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def resized_shape(width: int, height: int, size: int) -> tuple[int, int] | None:
-    """``(width, height)`` after resizing the short side to ``size * 8/7`` (``size`` when the image is smaller
-    than that), or ``None`` when the image is already ``size x size``: the first step of the validation pipeline."""
+    """The image size after the validation pipeline's resize (``None``: already ``size x size``).
+
+    The short side becomes ``size * 8/7`` (256 for 224), or ``size`` when the image is smaller than that.
+    """
     if (width, height) == (size, size):
         return None
     short = round(size * RESIZE_RATIO) if min(width, height) > size * RESIZE_RATIO else size
@@ -57,8 +59,10 @@ def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, 
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize the short side to ``size`` (or ``size * 8/7`` when larger than ``size``) and centre-crop ``size``
-    (PIL, bilinear: RobustART's and torchvision's ``Resize(256)`` + ``CenterCrop(224)`` for 224)."""
+    """Resize the short side to ``size * 8/7`` (``size`` for smaller images) and centre-crop ``size``.
+
+    PIL bilinear: RobustART's and torchvision's ``Resize(256)`` + ``CenterCrop(224)`` for 224.
+    """
     shape = resized_shape(*img.size, size)
     if shape is None:
         return img

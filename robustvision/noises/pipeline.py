@@ -104,6 +104,7 @@ class PipelineNoise(Noise):
 
     @property
     def params(self) -> dict[str, Any]:
+        """The settings stored with each cell."""
         return {"severity": 1, "decoder": self.decoder, "library": self.library, "interpolation": self.interpolation}
 
     def load(self, path: str | Path, size: int) -> torch.Tensor:
@@ -118,6 +119,7 @@ class PipelineNoise(Noise):
         return torch.stack([self.load(p, size) for p in paths])
 
     def apply(self, images, params, labels=None, model=None):
+        """Refused: these noises act on the original files (:meth:`load_files`), not on tensors."""
         raise ValueError(
             f"{self.name} decodes and resizes the original image files, not tensors: evaluate it on a data set read "
             "from files (imagefolder), or use the tensor-level decode_*/resize_* system noises"
