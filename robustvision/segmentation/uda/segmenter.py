@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustvision.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer
 from robustvision.registry import Registry
 from robustvision.segmentation.uda.labels import NUM_CLASSES
 from robustvision.validation import check_images
@@ -25,8 +26,6 @@ from robustvision.validation import check_images
 SEGMENTERS: Registry[nn.Module] = Registry("segmenter")
 
 DEFAULT_DILATIONS: tuple[int, ...] = (6, 12, 18, 24)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegOutput(NamedTuple):
@@ -135,7 +134,7 @@ class SegmenterSpec:
     dilations: tuple[int, ...] = DEFAULT_DILATIONS
 
 
-class DeepLabV2(nn.Module):
+class DeepLabV2(PixelNormalizer):
     """DeepLab-v2 with a main ASPP head on ``layer4`` and an auxiliary one on ``layer3``.
 
     Args:
@@ -161,7 +160,8 @@ class DeepLabV2(nn.Module):
         dilations: tuple[int, ...] = DEFAULT_DILATIONS,
         arch: str = "deeplabv2",
     ) -> None:
-        super().__init__()
+        # ImageNet statistics as non-persistent buffers: the normalisation belongs to the architecture, not the weights
+        super().__init__(IMAGENET_MEAN, IMAGENET_STD, persistent=False)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.backbone = backbone
@@ -171,11 +171,9 @@ class DeepLabV2(nn.Module):
         self.num_classes = num_classes
         self.feature_dim = main_ch
         self.spec = SegmenterSpec(arch=arch, num_classes=num_classes, dilations=tuple(dilations))
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> SegOutput:
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = self.normalize(images)
         c3, c4 = self.backbone(x)
         return SegOutput(self.head(c4), self.aux_head(c3), c4)
 
