@@ -179,3 +179,14 @@ def test_preset_clean_cell_matches_the_loader(shared_data, tmp_path, monkeypatch
     root = str(shared_data / "imagenet_samples")
     table = robustvision.evaluate(model, "imagefolder", root=root, noises=[], preset="imagenet", batch_size=25)
     assert table.iloc[0]["n"] == 100 and table.iloc[0]["clean_accuracy"] >= 0.85
+
+
+def test_unknown_pretrained_model_suggests_close_names(tmp_path, monkeypatch):
+    from robustvision.bench.sources import pretrained_checkpoint
+    from robustvision.registry import UnknownNameError
+
+    monkeypatch.setenv("ROBUSTVISION_HOME", str(tmp_path))
+    logged: list[str] = []
+    with pytest.raises(UnknownNameError, match="tf_efficientnet_lite0"):
+        pretrained_checkpoint("tf_efficientnet_lit0", log=logged.append)
+    assert logged == [] and not (tmp_path / "pretrained").exists()

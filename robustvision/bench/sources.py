@@ -153,6 +153,10 @@ def pretrained_checkpoint(name: str, image_size: int = 224, log: Callable[[str],
     if path.is_file() and path.with_suffix(".json").is_file():
         return path
     arch = name.split(":", 1)[1] if name.startswith("timm:") else name
+    if not name.startswith("timm:"):
+        from robustvision.models import MODELS
+
+        MODELS.get(name)  # an unknown name fails here, with the close ones, before anything is built
     log(f"building {name} with its ImageNet weights ({'packaged' if arch in PACKAGED_WEIGHTS else 'download'})")
     try:
         model = create_model(name, num_classes=PRETRAINED_CLASSES, image_size=image_size, pretrained=True)
