@@ -45,8 +45,10 @@ from robustvision.validation import check_images
 
 @dataclass(frozen=True)
 class PerturbationSpec:
-    """One sequence kind: its frame count, whether it is a noise sequence (FP against frame 0), its builder, and
-    how the benchmark scores it (registry metadata: every ImageNet-P sequence is scored by flip probability)."""
+    """One sequence kind: its frame count, whether it is a noise sequence (FP against frame 0), its builder.
+
+    ``scoring`` is the registry metadata the benchmark reads: every ImageNet-P sequence is scored by flip probability.
+    """
 
     name: str
     frames: int
