@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from robustvision.bench.plan import BenchConfig, ModelEntry, load_config, plan_cells
+from robustvision.bench.plan import BenchConfig, ModelEntry, load_config
 from robustvision.bench.store import CellRecord
 
 MEMORY_PREFIX = "memory:"
@@ -85,13 +85,12 @@ def _check_output(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         )
 
 
-def _data(data: Any, cfg: BenchConfig, root: str | None) -> tuple[str, torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    """``(data set name, images, labels, source files)`` for a data set name or an ``(images, labels)`` pair."""
-    if isinstance(data, str):
-        from robustvision.bench.runner import eval_files, load_eval_data
+def _data(data: Any, cfg: BenchConfig) -> Any:
+    """The :class:`~robustvision.bench.runner.EvalData` of a data set name or an ``(images, labels)`` pair."""
+    from robustvision.bench.runner import EvalData, load_data
 
-        images, labels, ds = load_eval_data(cfg)
-        return data, images, labels, eval_files(ds, cfg)
+    if isinstance(data, str):
+        return load_data(cfg)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = (torch.as_tensor(d) for d in data)
         from robustvision.validation import check_images
@@ -99,7 +98,7 @@ def _data(data: Any, cfg: BenchConfig, root: str | None) -> tuple[str, torch.Ten
         check_images(images)
         if labels.dim() != 1 or len(labels) != len(images):
             raise ValueError(f"labels must be a 1-D tensor with one label per image, got shape {tuple(labels.shape)}")
-        return "tensors", images.float().contiguous(), labels.long().contiguous(), ()
+        return EvalData(images.float().contiguous(), labels.long().contiguous())
     raise TypeError("data must be a data set name (robustvision data list) or an (images, labels) pair of tensors")
 
 
@@ -158,7 +157,7 @@ def evaluate(
     Raises:
         ValueError: the model returns another shape than ``N x num_classes`` logits, or a bad noise/data argument.
     """
-    from robustvision.bench.runner import _MODEL_CACHE, EvalSettings, make_units, run_local
+    from robustvision.bench.runner import _MODEL_CACHE, EvalSettings, make_units, prepare, run_local
     from robustvision.runtime import resolve_device
 
     if not isinstance(model, nn.Module):
@@ -185,7 +184,8 @@ def evaluate(
 
         overrides["noises"] = split_selectors(list(noises) if not isinstance(noises, str) else noises)
     cfg = load_config(preset, **overrides)
-    dataset, images, labels, files = _data(data, cfg, root)
+    prepared_data = _data(data, cfg)
+    images, labels, files = prepared_data.images, prepared_data.labels, prepared_data.files
     dev = resolve_device(device)
     was_training = net.training
     net = net.to(dev).eval()
@@ -200,14 +200,7 @@ def evaluate(
             checkpoint=key,
             checkpoint_hash=weights_hash(net),
         )
-        plan = plan_cells(
-            cfg,
-            [entry],
-            image_size=int(images.shape[-1]),
-            channels=int(images.shape[1]),
-            test_size=len(labels),
-            has_files=bool(files),
-        )
+        plan = prepare(cfg, [entry], data=prepared_data).plan
         records: list[CellRecord] = []
         settings = EvalSettings(cfg.device, cfg.batch_size, cfg.threads, files=files)
         cache_key = f"{key}|{dev}"
@@ -221,7 +214,7 @@ def evaluate(
                 progress(len(records), total, unit.label)
 
         try:
-            run_local(units, images, labels, settings, on_records, workers=1)
+            run_local(units, images, labels, settings, on_records, workers=1, noises=plan.noises)
         finally:
             _MODEL_CACHE.pop(cache_key, None)
     finally:

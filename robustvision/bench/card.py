@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from robustvision.bench.health import check_table, model_cards
-from robustvision.bench.plan import IMAGENET_P
+from robustvision.bench.selectors import CellKind, flip_scored_rows
 from robustvision.bench.summary import Summary
 
 CardKey = tuple[str, str, str]  # (dataset, model, technique)
@@ -102,7 +102,7 @@ def threat_table(summary: Summary, key: CardKey) -> pd.DataFrame:
     from robustvision.bench.selectors import noise_norm
 
     adv = _group(summary.cells, key)
-    adv = adv[adv["kind"] == "adversarial"] if not adv.empty else adv
+    adv = adv[adv["kind"] == CellKind.ADVERSARIAL] if not adv.empty else adv
     cols = ["threat model", "eps", "robust accuracy", "attack", "attacks run"]
     if adv.empty:
         return pd.DataFrame(columns=cols)
@@ -132,7 +132,7 @@ def corruption_profile(summary: Summary, key: CardKey) -> pd.Series:
     nat = _group(summary.cells, key)
     if nat.empty:
         return pd.Series(dtype=float)
-    nat = nat[(nat["kind"] == "natural") & ~nat["noise"].str.startswith(IMAGENET_P)]
+    nat = nat[(nat["kind"] == CellKind.NATURAL) & ~flip_scored_rows(nat["noise"])]
     return (1.0 - nat.groupby("noise")["accuracy"].mean()).sort_index()
 
 
@@ -140,7 +140,7 @@ def system_spread(summary: Summary, key: CardKey) -> pd.Series:
     sysn = _group(summary.cells, key)
     if sysn.empty:
         return pd.Series(dtype=float)
-    sysn = sysn[sysn["kind"] == "system"]
+    sysn = sysn[sysn["kind"] == CellKind.SYSTEM]
     return sysn.set_index("noise")["accuracy"].sort_values()
 
 

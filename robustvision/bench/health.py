@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robustvision.bench.plan import HASH_VERSION, BenchConfig, Cell, ModelEntry, config_hash, default_budgets
+from robustvision.bench.plan import HASH_VERSION, BenchConfig, Cell, CellKind, ModelEntry, config_hash, default_budgets
 from robustvision.bench.store import CellRecord, ResultsStore
 from robustvision.checks import CHEAP_CHECKS, CHEAP_SETTINGS, CheckConfig
 from robustvision.runtime import seed_from_key
 
-CHECK_KIND = "check"
+CHECK_KIND = CellKind.CHECK.value
 CHECK_PREFIX = "check:"
 HEALTH_VERSION = 1  # bump when a check's procedure changes its stored verdicts
 
@@ -214,7 +214,7 @@ def worst_case(
         ``{(dataset, model, technique): {"pgd_robust_accuracy", "worst_robust_accuracy", "worst_n"}}``.
     """
     out: dict[tuple[str, str, str], dict[str, float]] = {}
-    adv = cells[cells["kind"] == "adversarial"] if not cells.empty else cells
+    adv = cells[cells["kind"] == CellKind.ADVERSARIAL] if not cells.empty else cells
     if adv.empty:
         return out
     for (ds, model, tech), group in adv.groupby(["dataset", "model", "technique"]):

@@ -33,14 +33,17 @@ from robustvision.bench.selectors import (  # noqa: F401  (re-exported: the plan
     CLEAN,
     IMAGENET_P,
     KINDS,
+    CellKind,
     NoiseSpec,
     check_natural_severity,
     expand_noises,
+    imagenet_p_name,
     list_imagenet_p,
     noise_kind,
     noise_norm,
     parse_number,
     parse_selector,
+    scored_by_flip,
     split_selectors,
 )
 from robustvision.bench.store import default_store
@@ -405,15 +408,80 @@ class Cell:
     def kwargs(self) -> dict[str, Any]:
         return dict(self.noise_kwargs)
 
+    @property
+    def setting(self) -> NoiseSetting:
+        """The noise setting this cell evaluates."""
+        return NoiseSetting(self.noise, self.kind, self.severity, self.level, self.kwargs)
+
+
+NoiseKey = tuple[str, tuple[tuple[str, Any], ...]]  # (noise name, sorted constructor kwargs): one built noise
+
+
+@dataclass(frozen=True)
+class NoiseSetting:
+    """One setting of one noise: what a cell evaluates, whatever the model.
+
+    Args:
+        noise: the noise name (``clean``, a registered noise, or ``imagenet_p:<perturbation>``).
+        kind: the stored cell kind (``clean``, ``adversarial``, ``natural``, ``system``).
+        severity: severity (natural, system) or budget eps (adversarial); 0 for clean and ImageNet-P.
+        level: RobustART's budget level (1-3), the integer severity, or 0.
+        kwargs: the noise constructor's keyword arguments (``frames`` for ImageNet-P); part of the config hash.
+    """
+
+    noise: str
+    kind: str
+    severity: float
+    level: int
+    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def clean(cls) -> NoiseSetting:
+        return cls(CLEAN, CellKind.CLEAN.value, 0.0, 0, {})
+
+    @property
+    def key(self) -> NoiseKey:
+        """``(noise, sorted kwargs)``: identifies the built noise (as a cell's ``noise``, ``noise_kwargs``)."""
+        return (self.noise, tuple(sorted(self.kwargs.items())))
+
+    @property
+    def model_independent(self) -> bool:
+        """The noisy images do not depend on the model (everything but attacks): made once for every model."""
+        return self.kind != CellKind.ADVERSARIAL
+
+    @property
+    def scored_by_flip(self) -> bool:
+        """Scored by flip probability over an image sequence (registry metadata ``scoring``), not by accuracy."""
+        return scored_by_flip(self.noise)
+
+    @property
+    def builds_noise(self) -> bool:
+        """A registered noise is built for this setting (not clean, not an ImageNet-P sequence)."""
+        return self.noise != CLEAN and not self.scored_by_flip
+
+
+@dataclass
+class NoiseSuite:
+    """A config's noise settings, clean first, with the specs kept and what was left out.
+
+    ``built`` holds each setting's noise, built once, by :attr:`NoiseSetting.key` (none for clean and ImageNet-P).
+    """
+
+    settings: list[NoiseSetting]
+    specs: list[NoiseSpec]
+    skipped: list[str]
+    built: dict[NoiseKey, Any] = field(default_factory=dict)
+
 
 @dataclass
 class Plan:
-    """The planned cells and what the plan left out (with reasons)."""
+    """The planned cells, what the plan left out (with reasons), and the noises built while planning."""
 
     cells: list[Cell]
     skipped: list[str]
     models: list[ModelEntry]
     specs: list[NoiseSpec]
+    noises: dict[NoiseKey, Any] = field(default_factory=dict)
 
 
 def config_hash(payload: dict[str, Any]) -> str:
@@ -425,12 +493,12 @@ def _noise_settings(
     spec: NoiseSpec, cfg: BenchConfig, image_size: int, channels: int
 ) -> list[tuple[float, int, dict[str, Any]]]:
     """``(severity, level, constructor kwargs)`` for each setting of one noise."""
-    if spec.name.startswith(IMAGENET_P):
+    if scored_by_flip(spec.name):
         if spec.values is not None:
             raise ValueError(f"{spec.name} takes no severities (it is scored by flip probability)")
         return [(0.0, 0, {"frames": cfg.p_frames})]
     kind = noise_kind(spec.name)
-    if kind == "adversarial":
+    if kind == CellKind.ADVERSARIAL:
         norm = noise_norm(spec.name)
         limit = max_budget(norm, image_size, channels)
         if spec.values is None:
@@ -450,7 +518,7 @@ def _noise_settings(
                 kw["steps"] = cfg.attack_steps
             out.append((float(eps), lv, kw))
         return out
-    if kind == "system":
+    if kind == CellKind.SYSTEM:
         values = spec.values or (1,)
         for v in values:
             if v != 1:
@@ -460,13 +528,12 @@ def _noise_settings(
     return [(float(s), s_int, {"severity": s_int}) for s_int, s in ((check_natural_severity(s), s) for s in sevs)]
 
 
-Setting = tuple[str, str, float, int, dict[str, Any]]  # (noise, kind, severity, level, constructor kwargs)
-
-
 def noise_settings(
     cfg: BenchConfig, *, image_size: int, channels: int, strict: bool | None = None, has_files: bool = True
-) -> tuple[list[Setting], list[NoiseSpec], list[str]]:
+) -> NoiseSuite:
     """Every noise setting a config asks for, clean first; validates budgets and severities (no model needed).
+
+    Validation builds each setting's noise, once: the run evaluates these very objects (:attr:`NoiseSuite.built`).
 
     Args:
         strict: unknown noise names are errors; default: when ``cfg.noises`` differs from its preset's list.
@@ -475,12 +542,13 @@ def noise_settings(
             alone and left out (one note) when matched by a kind or a glob.
 
     Returns:
-        ``(settings, specs, skipped messages)``.
+        The :class:`NoiseSuite`: settings, specs kept, skipped messages, built noises.
     """
     if strict is None:
         strict = cfg.noises != PRESET_VALUES.get(cfg.preset, {}).get("noises")
     specs, skipped = expand_noises(cfg.noises, strict=strict)
-    settings: list[Setting] = [(CLEAN, "clean", 0.0, 0, {})]
+    settings: list[NoiseSetting] = [NoiseSetting.clean()]
+    built: dict[NoiseKey, Any] = {}
     kept: list[NoiseSpec] = []
     no_files: list[str] = []
     for spec in specs:
@@ -494,9 +562,11 @@ def noise_settings(
             no_files.append(spec.name)
             continue
         try:
-            found = _noise_settings(spec, cfg, image_size, channels)
-            for _, _, kw in found:
-                _check_constructible(spec.name, kw)
+            found = [
+                NoiseSetting(spec.name, kind, sev, lv, kw)
+                for sev, lv, kw in _noise_settings(spec, cfg, image_size, channels)
+            ]
+            made = {s.key: _build_noise(s) for s in found if s.builds_noise}
         except (TypeError, ValueError) as err:
             if spec.explicit:
                 raise
@@ -505,18 +575,19 @@ def noise_settings(
             skipped.append(f"noise {spec.name!r} cannot be built from a budget/severity alone ({err})")
             continue
         kept.append(spec)
-        settings.extend((spec.name, kind, sev, lv, kw) for sev, lv, kw in found)
+        settings.extend(found)
+        built.update(made)
     if no_files:
         skipped.append(
             f"{len(no_files)} image-pipeline noise(s) ({no_files[0]}, ...) read the original image files, which "
             f"{cfg.dataset!r} does not have"
         )
-    return settings, kept, skipped
+    return NoiseSuite(settings, kept, skipped, built)
 
 
 def reads_files(name: str) -> bool:
     """The noise acts on the original image files (decoder, resize of the image pipeline), not on tensors."""
-    if name == CLEAN or name.startswith(IMAGENET_P):
+    if name == CLEAN or imagenet_p_name(name) is not None:
         return False
     from robustvision.noises import NOISES
 
@@ -532,6 +603,7 @@ def plan_cells(
     test_size: int,
     strict_noises: bool | None = None,
     has_files: bool = True,
+    suite: NoiseSuite | None = None,
 ) -> Plan:
     """Expand a config into cells: clean plus every noise setting, for every model.
 
@@ -543,24 +615,26 @@ def plan_cells(
         strict_noises: unknown noise names are errors (default: when the user gave ``cfg.noises`` explicitly,
             i.e. when they differ from the preset's).
         has_files: the images come from image files (see :func:`noise_settings`).
+        suite: the config's noise settings when already made (by :func:`robustvision.bench.runner.prepare`);
+            default: made here.
     """
     if not models:
         raise ValueError("no models to evaluate (check --models / --techniques / --checkpoints)")
-    settings, specs, skipped = noise_settings(
-        cfg, image_size=image_size, channels=channels, strict=strict_noises, has_files=has_files
-    )
+    if suite is None:
+        suite = noise_settings(cfg, image_size=image_size, channels=channels, strict=strict_noises, has_files=has_files)
     n_all = min(cfg.n_examples or test_size, test_size)
     n_adv = min(cfg.n_adversarial or n_all, n_all)
     n_seq = min(cfg.n_sequences or n_all, n_all)
     n_kind = {
-        "adversarial": n_adv,
-        "natural": min(cfg.n_natural or n_all, n_all),
-        "system": min(cfg.n_system or n_all, n_all),
+        CellKind.ADVERSARIAL.value: n_adv,
+        CellKind.NATURAL.value: min(cfg.n_natural or n_all, n_all),
+        CellKind.SYSTEM.value: min(cfg.n_system or n_all, n_all),
     }
     cells: list[Cell] = []
-    for noise, kind, sev, lv, kw in settings:
-        model_independent = kind != "adversarial"
-        n = n_seq if noise.startswith(IMAGENET_P) else n_kind.get(kind, n_all)
+    for setting in suite.settings:
+        noise, sev, kw = setting.noise, setting.severity, setting.kwargs
+        model_independent = setting.model_independent
+        n = n_seq if setting.scored_by_flip else n_kind.get(setting.kind, n_all)
         for m in models:
             seed_key = (cfg.dataset, noise, f"{sev:.6g}") if model_independent else (cfg.dataset, m.key, noise, sev)
             seed = seed_from_key(cfg.seed, *seed_key)
@@ -586,24 +660,24 @@ def plan_cells(
                     family=m.family,
                     checkpoint=m.checkpoint,
                     noise=noise,
-                    kind=kind,
+                    kind=setting.kind,
                     severity=sev,
-                    level=lv,
-                    noise_kwargs=tuple(sorted(kw.items())),
+                    level=setting.level,
+                    noise_kwargs=setting.key[1],
                     n=n,
                     seed=seed,
                     config_hash=config_hash(payload),
                     model_independent=model_independent,
                 )
             )
-    return Plan(cells=cells, skipped=skipped, models=models, specs=specs)
+    return Plan(cells=cells, skipped=list(suite.skipped), models=models, specs=suite.specs, noises=suite.built)
 
 
-def _check_constructible(name: str, kwargs: dict[str, Any]) -> None:
-    """Build the noise once so its own validation (eps range, severity) fails at planning time, not mid-run."""
-    if name.startswith(IMAGENET_P):
-        return
+def _build_noise(setting: NoiseSetting) -> Any:
+    """Build a setting's noise, once per run.
+
+    Its own validation (eps range, severity) fails at planning time, not mid-run, and the run evaluates this object.
+    """
     from robustvision.noises import create_noise
 
-    kwargs = {k: v for k, v in kwargs.items() if k != "frames"}
-    create_noise(name, **kwargs)
+    return create_noise(setting.noise, **setting.kwargs)

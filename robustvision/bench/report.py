@@ -22,8 +22,8 @@ import pandas as pd
 
 from robustvision.bench.capabilities import BENCHMARK, CAPABILITIES, latest_results
 from robustvision.bench.metrics import METRICS
-from robustvision.bench.plan import IMAGENET_P
 from robustvision.bench.sections import SECTIONS, Section
+from robustvision.bench.selectors import CellKind, flip_scored_rows
 from robustvision.bench.store import ResultsStore
 from robustvision.bench.summary import Summary, family_comparison, summarize, technique_deltas
 
@@ -173,7 +173,7 @@ def _label(row) -> str:
 def plot_heatmap(cells: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    acc = cells[~cells["noise"].str.startswith(IMAGENET_P)].copy()
+    acc = cells[~flip_scored_rows(cells["noise"])].copy()
     if acc.empty:
         return None
     acc["variant"] = acc["model"] + "/" + acc["technique"]
@@ -199,11 +199,11 @@ def plot_heatmap(cells: pd.DataFrame):
 def plot_eps_curves(cells: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    adv = cells[cells["kind"] == "adversarial"]
+    adv = cells[cells["kind"] == CellKind.ADVERSARIAL]
     if adv.empty:
         return None
     noises = sorted(adv["noise"].unique())
-    clean = cells[cells["kind"] == "clean"].set_index(["model", "technique"])["accuracy"]
+    clean = cells[cells["kind"] == CellKind.CLEAN].set_index(["model", "technique"])["accuracy"]
     cols = min(3, len(noises))
     rows = (len(noises) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -233,10 +233,10 @@ def plot_eps_curves(cells: pd.DataFrame):
 def plot_severity(cells: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    nat = cells[(cells["kind"] == "natural") & ~cells["noise"].str.startswith(IMAGENET_P)]
+    nat = cells[(cells["kind"] == CellKind.NATURAL) & ~flip_scored_rows(cells["noise"])]
     if nat.empty:
         return None
-    clean = cells[cells["kind"] == "clean"].set_index(["model", "technique"])["accuracy"]
+    clean = cells[cells["kind"] == CellKind.CLEAN].set_index(["model", "technique"])["accuracy"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (m, t), g in nat.groupby(["model", "technique"]):
         per = g.groupby("severity")["accuracy"].mean()
@@ -254,7 +254,7 @@ def plot_severity(cells: pd.DataFrame):
 def plot_system_spread(cells: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    sysn = cells[cells["kind"] == "system"].copy()
+    sysn = cells[cells["kind"] == CellKind.SYSTEM].copy()
     if sysn.empty:
         return None
     sysn["variant"] = sysn["model"] + "/" + sysn["technique"]

@@ -18,7 +18,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustvision.bench.plan import CLEAN, IMAGENET_P, BenchConfig, Cell, ModelEntry, Plan, config_hash, plan_cells
+from robustvision.bench.plan import (
+    CLEAN,
+    BenchConfig,
+    Cell,
+    CellKind,
+    ModelEntry,
+    NoiseKey,
+    Plan,
+    config_hash,
+    imagenet_p_name,
+    noise_settings,
+    plan_cells,
+)
 from robustvision.bench.store import CellRecord, ResultsStore
 from robustvision.errors import UserError
 from robustvision.runtime import exit_with_parent, make_generator, resolve_device
@@ -41,7 +53,7 @@ class Unit:
     @property
     def label(self) -> str:
         c = self.cells[0]
-        if c.kind == "check":
+        if c.kind == CellKind.CHECK:
             return f"health checks ({c.model}/{c.technique})"
         who = c.model + "/" + c.technique if len(self.cells) == 1 else f"{len(self.cells)} models"
         return f"{c.noise}@{c.severity:.4g} ({who})"
@@ -75,10 +87,11 @@ def make_units(cells: Iterable[Cell]) -> list[Unit]:
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
         key = (c.noise, c.severity) if c.model_independent else (c.noise, c.severity, c.model, c.technique)
-        if c.kind == "check":  # a model's health checks share one clean pass and one default PGD
-            key = ("check", c.model, c.technique, c.checkpoint)
+        if c.kind == CellKind.CHECK:  # a model's health checks share one clean pass and one default PGD
+            key = (CellKind.CHECK.value, c.model, c.technique, c.checkpoint)
         groups.setdefault(key, []).append(c)
-    order = {"clean": 0, "natural": 1, "system": 2, "adversarial": 3, "check": 4}
+    kinds = (CellKind.CLEAN, CellKind.NATURAL, CellKind.SYSTEM, CellKind.ADVERSARIAL, CellKind.CHECK)
+    order = {k.value: i for i, k in enumerate(kinds)}
     units = [Unit(tuple(g)) for g in groups.values()]
     return sorted(units, key=lambda u: order.get(u.cells[0].kind, 4))
 
@@ -126,6 +139,7 @@ def evaluate_unit(
     labels: torch.Tensor,
     blobs: dict[str, tuple[bytes, bytes]] | None,
     settings: EvalSettings,
+    noises: Mapping[NoiseKey, Any] | None = None,
 ) -> list[CellRecord]:
     """Evaluate every cell of ``unit``; returns one :class:`CellRecord` per cell.
 
@@ -134,6 +148,8 @@ def evaluate_unit(
         images, labels: the evaluation images (``N x C x H x W`` in [0, 1]) in evaluation order; cells use a prefix.
         blobs: checkpoint bytes by path (Ray workers without the files), or ``None`` to read the paths.
         settings: device, batch size, threads.
+        noises: the noises built while planning, by ``(noise, noise_kwargs)`` (:attr:`Plan.noises`); a noise not
+            there (worker processes, Ray tasks) is built here.
     """
     from robustvision.noises import create_noise
 
@@ -141,7 +157,7 @@ def evaluate_unit(
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
     first = unit.cells[0]
-    if first.kind == "check":
+    if first.kind == CellKind.CHECK:
         from robustvision.bench.health import evaluate_check_unit
 
         blob = (blobs or {}).get(first.checkpoint)
@@ -152,11 +168,11 @@ def evaluate_unit(
     records: list[CellRecord] = []
     shared: torch.Tensor | None = None
     sequence = None
-    noise = (
-        None
-        if first.noise == CLEAN or first.noise.startswith(IMAGENET_P)
-        else create_noise(first.noise, **first.kwargs)
-    )
+    setting = first.setting
+    noise = None
+    if setting.builds_noise:
+        key = setting.key
+        noise = noises[key] if noises is not None and key in noises else create_noise(first.noise, **first.kwargs)
     wraps = bool(getattr(noise, "wraps_model", False))
     if getattr(noise, "reads_files", False):  # system noise of the image pipeline: decode/resize the original files
         if len(settings.files) < n:
@@ -168,11 +184,11 @@ def evaluate_unit(
         params: dict[str, Any] = dict(cell.kwargs)
         correct: np.ndarray | None
         preds: np.ndarray | None
-        if cell.noise.startswith(IMAGENET_P):
+        if setting.scored_by_flip:
             from robustvision.bench.metrics import flip_probability
             from robustvision.noises.perturbations import PERTURBATIONS, perturbation_sequence
 
-            name = cell.noise.split(":", 1)[1]
+            name = imagenet_p_name(cell.noise)
             if sequence is None:
                 sequence = perturbation_sequence(
                     x, name, frames=cell.kwargs["frames"], generator=make_generator(cell.seed)
@@ -203,11 +219,11 @@ def evaluate_unit(
                 "clean_accuracy"
                 if cell.noise == CLEAN
                 else "robust_accuracy"
-                if cell.kind == "adversarial"
+                if cell.kind == CellKind.ADVERSARIAL
                 else "accuracy"
             )
             metrics = {name: acc}
-            if cell.kind == "natural":
+            if cell.kind == CellKind.NATURAL:
                 metrics["corruption_error_lower_better"] = 1.0 - acc
         records.append(
             CellRecord.from_cell(
@@ -247,7 +263,7 @@ def local_workers(requested: int, n_units: int, device: str, noises: Iterable[st
 def _packaged_noise(name: str) -> bool:
     from robustvision.noises import NOISES
 
-    if name == CLEAN or name.startswith((IMAGENET_P, "check:")):
+    if name == CLEAN or imagenet_p_name(name) is not None or name.startswith("check:"):
         return True
     if name not in NOISES:
         return False
@@ -258,19 +274,27 @@ def _packaged_noise(name: str) -> bool:
 
 
 def run_local(
-    units: list[Unit], images, labels, settings: EvalSettings, on_records: OnRecords, *, workers: int = 1
+    units: list[Unit],
+    images,
+    labels,
+    settings: EvalSettings,
+    on_records: OnRecords,
+    *,
+    workers: int = 1,
+    noises: Mapping[NoiseKey, Any] | None = None,
 ) -> None:
     """Evaluate the units on this machine: one after another in this process (``workers=1``; torch's thread
     count is restored afterwards), or spread over ``workers`` worker processes with ``settings.threads or 1``
     torch threads each. Small CPU models scale far better across processes than across threads; every cell is
-    seeded from its key, so the numbers do not depend on the split."""
+    seeded from its key, so the numbers do not depend on the split. In this process the units use ``noises``
+    (built while planning); worker processes build their own."""
     if workers > 1 and len(units) > 1:
         _run_processes(units, images, labels, settings, on_records, workers)
         return
     threads = torch.get_num_threads()
     try:
         for unit in units:
-            on_records(unit, evaluate_unit(unit, images, labels, None, settings))
+            on_records(unit, evaluate_unit(unit, images, labels, None, settings, noises))
     finally:
         torch.set_num_threads(threads)
 
@@ -412,42 +436,106 @@ def eval_files(ds: Any, cfg: BenchConfig) -> tuple[str, ...]:
     return tuple(str(samples[int(i)][0]) for i in order)
 
 
+@dataclass(frozen=True)
+class EvalData:
+    """The evaluation images (``N x C x H x W`` in [0, 1]) and labels in evaluation order, and the source file of
+    each image (empty when the data set is not read from image files)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    files: tuple[str, ...] = ()
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+
+def load_data(cfg: BenchConfig) -> EvalData:
+    """The config's test split in the seeded evaluation order, with its source files (:func:`load_eval_data`)."""
+    images, labels, ds = load_eval_data(cfg)
+    return EvalData(images, labels, eval_files(ds, cfg))
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before its first cell: the data (loaded once), the models, the plan (health-check
+    cells included when ``cfg.checks``) and every noise of the plan, built once (``plan.noises``)."""
+
+    cfg: BenchConfig
+    data: EvalData
+    models: list[ModelEntry]
+    plan: Plan
+
+
+def prepare(
+    cfg: BenchConfig,
+    models: list[ModelEntry] | None = None,
+    *,
+    data: EvalData | None = None,
+    log: Callable[[str], None] | None = None,
+    before_models: Callable[[], None] | None = None,
+) -> Prepared:
+    """Load the data, check and build the noise settings, resolve the models and plan the cells: once per run.
+
+    The order makes bad input fail cheaply: the noise list (names, budgets, severities) is checked on the data
+    set before any model is trained or downloaded.
+
+    Args:
+        cfg: the validated config.
+        models: the model variants; default: :func:`robustvision.bench.sources.resolve_models` (which may train
+            or download the zoo).
+        data: the evaluation data when already loaded (``robustvision.evaluate`` on tensors); default: loaded here.
+        log: messages of :func:`~robustvision.bench.sources.resolve_models`.
+        before_models: called after the noise list is checked and before the models are resolved (the bench
+            command opens its results store there, so that a bad store fails before any training).
+    """
+    data = data if data is not None else load_data(cfg)
+    suite = noise_settings(cfg, image_size=data.image_size, channels=data.channels, has_files=bool(data.files))
+    if before_models is not None:
+        before_models()
+    if models is None:
+        from robustvision.bench.sources import resolve_models
+
+        models = resolve_models(cfg, log=log if log is not None else print, image_size=data.image_size)
+    shape = {"image_size": data.image_size, "channels": data.channels, "test_size": len(data.labels)}
+    plan = plan_cells(cfg, models, **shape, has_files=bool(data.files), suite=suite)
+    if cfg.checks:
+        from robustvision.bench.health import plan_check_cells
+
+        plan.cells.extend(plan_check_cells(cfg, models, **shape))
+    return Prepared(cfg=cfg, data=data, models=models, plan=plan)
+
+
 def run_bench(
     cfg: BenchConfig,
-    models: list[ModelEntry],
+    models: list[ModelEntry] | None,
     store: ResultsStore,
     *,
     progress: Callable[[int, int, str], None] | None = None,
     run_id: str | None = None,
+    prepared: Prepared | None = None,
 ) -> RunSummary:
     """Plan, skip what is stored, run the rest with the configured executor and store every cell.
 
     Args:
         cfg: validated config.
-        models: model variants (from the zoo or checkpoints).
+        models: model variants (from the zoo or checkpoints); ignored when ``prepared`` is given.
         store: an open results store.
         progress: called as ``progress(done_cells, total_cells, label)`` after each unit.
         run_id: this invocation's id (default: a new one).
+        prepared: the run's :func:`prepare` (data, models, plan, built noises); default: prepared here.
     """
     import robustvision
     from robustvision.runtime import git_commit
 
     t0 = time.perf_counter()
-    images, labels, ds = load_eval_data(cfg)
-    files = eval_files(ds, cfg)
-    plan = plan_cells(
-        cfg,
-        models,
-        image_size=int(images.shape[-1]),
-        channels=int(images.shape[1]),
-        test_size=len(labels),
-        has_files=bool(files),
-    )
-    if cfg.checks:
-        from robustvision.bench.health import plan_check_cells
-
-        shape = {"image_size": int(images.shape[-1]), "channels": int(images.shape[1]), "test_size": len(labels)}
-        plan.cells.extend(plan_check_cells(cfg, models, **shape))
+    if prepared is None:
+        prepared = prepare(cfg, models)
+    plan, images, labels, files = prepared.plan, prepared.data.images, prepared.data.labels, prepared.data.files
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     config = cfg.to_dict()
     store.record_run(
@@ -494,7 +582,7 @@ def run_bench(
             run_ray(units, images, labels, settings, on_records, workers=ray_cpus, address=cfg.ray_address)
         else:
             workers = local_workers(cfg.workers, len(units), cfg.device, {u.cells[0].noise for u in units})
-            run_local(units, images, labels, settings, on_records, workers=workers)
+            run_local(units, images, labels, settings, on_records, workers=workers, noises=plan.noises)
     finally:
         store.release_claims(run_id)
     return RunSummary(

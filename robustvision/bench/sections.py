@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from robustvision.bench.selectors import CellKind
+
 
 @dataclass
 class Section:
@@ -78,7 +80,7 @@ def defend_section(rows: pd.DataFrame) -> Section:
     _bars(ax, order, {v: list(100 * table.loc[i, order].astype(float)) for i, v in variants.items()}, "accuracy %")
     ax.set_ylim(0, 102)
     ax.set_title("Clean, per-norm and union robust accuracy per defended checkpoint")
-    budgets = acc[acc["kind"] == "adversarial"].groupby("noise")["severity"].max()
+    budgets = acc[acc["kind"] == CellKind.ADVERSARIAL].groupby("noise")["severity"].max()
     eps = ", ".join(f"{k} {v:g}" for k, v in budgets.items() if k != "union")
     note = (
         "Accuracy on the first n held-out images under the attack list of `robustvision defend evaluate` "

@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from enum import Enum
 from fractions import Fraction
 
 CLEAN = "clean"
 IMAGENET_P = "imagenet_p"
-KINDS: tuple[str, ...] = ("adversarial", "natural", "system")
+
+
+class CellKind(str, Enum):
+    """The ``kind`` of a bench cell, as stored (compare stored strings with these; store ``.value``)."""
+
+    CLEAN = "clean"
+    ADVERSARIAL = "adversarial"
+    NATURAL = "natural"
+    SYSTEM = "system"
+    CHECK = "check"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+KINDS: tuple[str, ...] = (CellKind.ADVERSARIAL.value, CellKind.NATURAL.value, CellKind.SYSTEM.value)
 
 
 def check_natural_severity(severity: object) -> int:
@@ -78,13 +94,50 @@ def _noises_registry():
     return NOISES
 
 
+def imagenet_p_name(name: str) -> str | None:
+    """The perturbation of an ``imagenet_p:<perturbation>`` noise name (``""`` for bare ``imagenet_p``), else
+    ``None``: the one place that reads the ImageNet-P naming."""
+    family, _, member = name.partition(":")
+    return member if family == IMAGENET_P else None
+
+
+def noise_scoring(name: str):
+    """How the benchmark scores a noise (:class:`~robustvision.noises.base.Scoring`), from registry metadata:
+    ``scoring`` of the ImageNet-P sequence or of the registered noise; ``accuracy`` for clean, checks and names this
+    install does not know (stored cells of an older run)."""
+    from robustvision.noises.base import Scoring
+
+    member = imagenet_p_name(name)
+    if member is not None:
+        from robustvision.noises.perturbations import PERTURBATIONS
+
+        spec = PERTURBATIONS.get(member)
+        return Scoring(spec.scoring) if spec is not None else Scoring.FLIP_PROBABILITY
+    reg = _noises_registry()
+    if name in reg:
+        return Scoring(reg.meta(name).get("scoring", Scoring.ACCURACY))
+    return Scoring.ACCURACY
+
+
+def scored_by_flip(name: str) -> bool:
+    """The noise is an image sequence scored by flip probability (ImageNet-P), not by accuracy."""
+    from robustvision.noises.base import Scoring
+
+    return noise_scoring(str(name)) == Scoring.FLIP_PROBABILITY
+
+
+def flip_scored_rows(noises):
+    """A boolean mask over a column of noise names (pandas ``Series``): rows scored by flip probability."""
+    return noises.map(scored_by_flip).astype(bool)
+
+
 def noise_kind(name: str) -> str:
-    """The kind (adversarial, natural, system, physical) of a registered noise."""
-    if name.startswith(IMAGENET_P):
-        return "natural"
+    """The kind (adversarial, natural, system, physical) of a noise; ImageNet-P sequences are natural."""
+    if imagenet_p_name(name) is not None:
+        return CellKind.NATURAL.value
     meta = _noises_registry().meta(name)
     kind = meta.get("kind")
-    return getattr(kind, "value", kind) or "natural"
+    return getattr(kind, "value", kind) or CellKind.NATURAL.value
 
 
 def noise_norm(name: str) -> str:
@@ -129,9 +182,10 @@ def expand_noises(selectors: list[str], *, strict: bool) -> tuple[list[NoiseSpec
         name, values = parse_selector(sel)
         if name == CLEAN:
             continue
-        if name == IMAGENET_P or name.startswith(IMAGENET_P + ":"):
+        member = imagenet_p_name(name)
+        if member is not None:
             available = list_imagenet_p()
-            wanted = available if name == IMAGENET_P else [name.split(":", 1)[1]]
+            wanted = available if name == IMAGENET_P else [member]
             if not available:
                 msg = "ImageNet-P sequences are not available (robustvision.noises.perturbations is missing)"
                 if strict:

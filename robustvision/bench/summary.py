@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from robustvision.bench import metrics as M
-from robustvision.bench.plan import IMAGENET_P
+from robustvision.bench.selectors import CellKind, flip_scored_rows, scored_by_flip
 from robustvision.bench.store import BENCHMARK, ResultsStore
 
 CELL_KEY = ["dataset", "model", "technique", "noise", "severity"]
@@ -56,7 +56,7 @@ def _latest_cells(store: ResultsStore, run_id: str | None, dataset: str | None) 
     out = cells.merge(wide, on=[*CELL_KEY, "config_hash"], how="left")
 
     def primary(row: pd.Series) -> float:
-        if str(row["noise"]).startswith(IMAGENET_P):
+        if scored_by_flip(row["noise"]):
             return row.get("flip_probability_lower_better", np.nan)
         return row.get(PRIMARY.get(row["kind"], "accuracy"), np.nan)
 
@@ -71,7 +71,7 @@ def _derive_sample_metrics(store: ResultsStore, cells: pd.DataFrame) -> pd.DataF
     cells["flip_vs_clean"] = np.nan
     samples = store.samples(cells["id"].tolist())
     for _, group in cells.groupby(["dataset", "model", "technique"]):
-        clean = group[group["kind"] == "clean"]
+        clean = group[group["kind"] == CellKind.CLEAN]
         if clean.empty or int(clean.iloc[0]["id"]) not in samples:
             continue
         c_correct, c_pred = samples[int(clean.iloc[0]["id"])]
@@ -79,17 +79,17 @@ def _derive_sample_metrics(store: ResultsStore, cells: pd.DataFrame) -> pd.DataF
             s = samples.get(int(row["id"]))
             if s is None:
                 continue
-            if row["kind"] == "adversarial":
+            if row["kind"] == CellKind.ADVERSARIAL:
                 cells.at[idx, "ar"] = M.adversarial_robustness(c_correct, s[0])
-            elif row["kind"] == "system":
+            elif row["kind"] == CellKind.SYSTEM:
                 cells.at[idx, "flip_vs_clean"] = M.prediction_flip_rate(c_pred, s[1])
     return cells
 
 
 def _wcar(store: ResultsStore, group: pd.DataFrame, samples: dict) -> dict[str, float]:
     out: dict[str, float] = {}
-    clean = group[group["kind"] == "clean"]
-    adv = group[group["kind"] == "adversarial"]
+    clean = group[group["kind"] == CellKind.CLEAN]
+    adv = group[group["kind"] == CellKind.ADVERSARIAL]
     if clean.empty or adv.empty:
         return out
     c = samples.get(int(clean.iloc[0]["id"]))
@@ -112,7 +112,7 @@ def pick_baseline(cells: pd.DataFrame, baseline: str | None) -> str | None:
     (:data:`~robustvision.bench.metrics.ALEXNET_ERRORS`, for ImageNet data). A small benchmark on other data has no
     AlexNet, so a named zoo model plays its part and the report says which.
     """
-    nat = cells[cells["kind"] == "natural"]
+    nat = cells[cells["kind"] == CellKind.NATURAL]
     if nat.empty:
         return None
     if baseline == M.ALEXNET:
@@ -145,7 +145,7 @@ def summarize(
     samples = store.samples(cells[cells["kind"].isin(["clean", "adversarial"])]["id"].tolist())
 
     def errors(group: pd.DataFrame) -> dict[tuple[str, float], float]:
-        nat = group[(group["kind"] == "natural") & ~group["noise"].str.startswith(IMAGENET_P)]
+        nat = group[(group["kind"] == CellKind.NATURAL) & ~flip_scored_rows(group["noise"])]
         return {(r.noise, float(r.severity)): 1.0 - float(r.accuracy) for r in nat.itertuples()}
 
     # The baseline's errors per data set (mCE compares models on the same data only).
@@ -156,16 +156,16 @@ def summarize(
         if base == M.ALEXNET:
             base_errors[ds] = (M.alexnet_errors(), M.ALEXNET_CLEAN_ERROR)
         elif base and f"{model}/{tech}" == base:
-            clean = group[group["kind"] == "clean"]
+            clean = group[group["kind"] == CellKind.CLEAN]
             clean_err = 1.0 - float(clean["accuracy"].iloc[0]) if not clean.empty else float("nan")
             base_errors[ds] = (errors(group), clean_err)
     for (ds, model, tech), group in groups:
         row: dict[str, object] = {"dataset": ds, "model": model, "technique": tech}
         row["family"] = next((f for f in group["family"] if f), "")
-        clean = group[group["kind"] == "clean"]
+        clean = group[group["kind"] == CellKind.CLEAN]
         clean_acc = float(clean["accuracy"].iloc[0]) if not clean.empty else float("nan")
         row["clean_accuracy"] = clean_acc
-        adv = group[group["kind"] == "adversarial"]
+        adv = group[group["kind"] == CellKind.ADVERSARIAL]
         row["robust_accuracy"] = float(adv["accuracy"].mean()) if not adv.empty else np.nan
         row["ar"] = float(adv["ar"].mean()) if not adv.empty else np.nan
         row.update(_wcar(store, group, samples))
@@ -177,10 +177,10 @@ def summarize(
                 b_errs, b_clean = base_errors[ds]
                 row["mce_lower_better"] = M.mce(errs, b_errs)[0]
                 row["relative_mce_lower_better"] = M.relative_mce(errs, 1 - clean_acc, b_errs, b_clean)[0]
-        pseq = group[group["noise"].str.startswith(IMAGENET_P)]
+        pseq = group[flip_scored_rows(group["noise"])]
         if not pseq.empty:
             row["flip_probability_lower_better"] = float(pseq["accuracy"].mean())
-        sysn = group[group["kind"] == "system"]
+        sysn = group[group["kind"] == CellKind.SYSTEM]
         if not sysn.empty:
             spread = M.system_spread(sysn["accuracy"].tolist())
             row["system_mean_accuracy"] = spread.mean
@@ -194,7 +194,7 @@ def summarize(
 
 def kind_means(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy per (model, technique, family, kind), ImageNet-P excluded (it is a flip rate)."""
-    acc = cells[~cells["noise"].str.startswith(IMAGENET_P)]
+    acc = cells[~flip_scored_rows(cells["noise"])]
     return (
         acc.groupby(["dataset", "model", "technique", "family", "kind"], as_index=False)["accuracy"]
         .mean()

@@ -83,10 +83,11 @@ def bench(
     RobustART's budgets, MIM, every ImageNet-C corruption at severities 1/3/5, every system noise, ImageNet-P
     flip rates), prints the leaderboard and writes report.html. Re-running resumes: stored cells are skipped.
     """
-    from robustvision.bench.plan import load_config, noise_settings, split_selectors
+    import contextlib
+
+    from robustvision.bench.plan import load_config, split_selectors
     from robustvision.bench.report import write_report
-    from robustvision.bench.runner import check_ray_address, eval_files, load_eval_data, run_bench
-    from robustvision.bench.sources import resolve_models
+    from robustvision.bench.runner import check_ray_address, prepare, run_bench
     from robustvision.bench.store import ResultsStore
     from robustvision.bench.summary import summarize
 
@@ -124,15 +125,18 @@ def bench(
             raise ValueError("--ray-address needs --executor ray")
         if cfg.executor == "ray" and cfg.ray_address:
             check_ray_address(cfg.ray_address)
-        # Validate the noise list (budgets, severities, names) on the data set before any training or writing.
         _check_root(cfg)
-        images, _, ds = load_eval_data(cfg)
-        has_files = bool(eval_files(ds, cfg))
-        noise_settings(cfg, image_size=int(images.shape[-1]), channels=int(images.shape[1]), has_files=has_files)
-        with ResultsStore(cfg.store) as rs:  # opened first: a bad store fails before any training
-            entries = resolve_models(
-                cfg, log=lambda msg: console.print(f"[yellow]{msg}[/]"), image_size=int(images.shape[-1])
+        with contextlib.ExitStack() as stack:
+            # One preparation per run: the data is loaded and every noise built once, the noise list (budgets,
+            # severities, names) is checked on the data set before the store is opened, and the store before any
+            # model is trained.
+            opened: list[ResultsStore] = []
+            prepared = prepare(
+                cfg,
+                log=lambda msg: console.print(f"[yellow]{msg}[/]"),
+                before_models=lambda: opened.append(stack.enter_context(ResultsStore(cfg.store))),
             )
+            rs, entries = opened[0], prepared.models
             if (
                 cfg.baseline and cfg.baseline != "alexnet"
             ):  # the mCE baseline must be a model of this run or of the store
@@ -158,7 +162,7 @@ def bench(
                 def progress(done: int, total: int, label: str) -> None:
                     bar.update(task, completed=done, total=max(total, 1), description=f"cells: {label}")
 
-                summary_run = run_bench(cfg, entries, rs, progress=progress)
+                summary_run = run_bench(cfg, entries, rs, progress=progress, prepared=prepared)
             for note in summary_run.notes:
                 console.print(f"[yellow]skipped[/]: {note}")
             console.print(

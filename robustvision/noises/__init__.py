@@ -17,6 +17,6 @@ from robustvision.noises import (  # noqa: F401  (each registers noises)
     system,
     transfer,
 )
-from robustvision.noises.base import NOISES, Noise, NoiseKind, create_noise, list_noises
+from robustvision.noises.base import NOISES, Noise, NoiseKind, Scoring, create_noise, list_noises
 
-__all__ = ["NOISES", "Noise", "NoiseKind", "create_noise", "list_noises"]
+__all__ = ["NOISES", "Noise", "NoiseKind", "Scoring", "create_noise", "list_noises"]

@@ -25,6 +25,20 @@ class NoiseKind(str, Enum):
     PHYSICAL = "physical"
 
 
+class Scoring(str, Enum):
+    """How the benchmark scores a noise: ``scoring`` metadata of a registered noise or an ImageNet-P sequence.
+
+    ``accuracy`` (the default of every registered noise): accuracy on the noisy images; ``flip_probability``:
+    how often the prediction changes along a perturbation sequence (ImageNet-P, lower is better).
+    """
+
+    ACCURACY = "accuracy"
+    FLIP_PROBABILITY = "flip_probability"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Noise:
     """Base class of every noise.
 

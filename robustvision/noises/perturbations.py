@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustvision.noises.base import Scoring
 from robustvision.noises.corruption_ops import (
     clipped_zoom,
     gaussian_filter,
@@ -44,12 +45,16 @@ from robustvision.validation import check_images
 
 @dataclass(frozen=True)
 class PerturbationSpec:
-    """One sequence kind: its frame count, whether it is a noise sequence (FP against frame 0), its builder."""
+    """One sequence kind: its frame count, whether it is a noise sequence (FP against frame 0), its builder.
+
+    ``scoring`` is the registry metadata the benchmark reads: every ImageNet-P sequence is scored by flip probability.
+    """
 
     name: str
     frames: int
     noise: bool
     build: Callable[[torch.Tensor, int, float, torch.Generator | None], torch.Tensor]  # (x, T, px, g) -> T x N..
+    scoring: Scoring = Scoring.FLIP_PROBABILITY
 
 
 def _per_frame(fn: Callable) -> Callable:
