@@ -49,8 +49,11 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="GrabCut root (default ../shared/data/grabcut)")
     ap.add_argument("--duts-root", default=None, help="DUTS-TR folder (DUTS-TR-Image/ + DUTS-TR-Mask/) for DUTS-val")
     ap.add_argument("--duts-limit", type=int, default=100, help="DUTS-val images (of the 500 held out; 0 = all)")
-    ap.add_argument("--sets", default=None, help="grabcut, duts_val or both (default: grabcut, plus duts_val "
-                    "when --duts-root is given)")
+    ap.add_argument(
+        "--sets",
+        default=None,
+        help="grabcut, duts_val or both (default: grabcut, plus duts_val when --duts-root is given)",
+    )
     ap.add_argument("--quick", action="store_true", help="only the first 5 images")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--edgeflow", default=None, help="EdgeFlow checkpoint (default: shipped)")
@@ -80,8 +83,12 @@ def main() -> None:
         ap.error("--sets duts_val needs --duts-root (the DUTS-TR folder)")
     print_prerequisites(
         [],
-        data=["GrabCut (data_GT/ + boundary_GT/): ../shared/data/grabcut or --root"]
-        + (["DUTS-TR (aviroshkovan/DUTS-TR @ e0837529): --duts-root"] if "duts_val" in sets else []),
+        data=(["GrabCut (data_GT/ + boundary_GT/): ../shared/data/grabcut or --root"] if "grabcut" in sets else [])
+        + (
+            ["DUTS-TR (aviroshkovan/DUTS-TR @ e0837529), its 500 held-out names: --duts-root"]
+            if "duts_val" in sets
+            else []
+        ),
     )
     data: dict[str, list] = {}
     if "grabcut" in sets:
@@ -137,8 +144,8 @@ def main() -> None:
         print(f"inference overrides for the learned predictors: {overrides}")
     print(f"load average at the end {tuple(round(x, 1) for x in os.getloadavg())}")
     print()
-    cols = ["set", "predictor", "NoC@85", "NoC@90", ">=max@90", "IoU@1", "IoU@3", "IoU@5", "click_ms_median", "click_ms_p95",
-            "set_image_ms"]  # fmt: skip
+    cols = ["set", "predictor", "NoC@85", "NoC@90", ">=max@90", "IoU@1", "IoU@3", "IoU@5", "click_ms_median",
+            "click_ms_p95", "set_image_ms"]  # fmt: skip
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:

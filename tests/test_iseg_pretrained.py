@@ -138,9 +138,7 @@ def tiny_coco(shared_data) -> Path:
 def test_duts_masks_are_thresholded_at_128(duts):
     folder = DutsFolder(duts)
     assert len(folder) == 200
-    soft = next(
-        i for i in range(len(folder)) if len(np.unique(cv2.imread(str(folder._masks[folder.names[i]]), 0))) > 2
-    )
+    soft = next(i for i in range(len(folder)) if len(np.unique(cv2.imread(str(folder._masks[folder.names[i]]), 0))) > 2)
     raw = cv2.imread(str(folder._masks[folder.names[soft]]), 0)
     image, mask = folder.load(soft)
     assert image.shape[:2] == mask.shape and mask.dtype == np.int64
@@ -172,7 +170,9 @@ def test_duts_mask_of_another_size_is_one_clear_error(duts, tmp_path):
 
 
 def _coco_pairs(tiny_coco: Path) -> list[tuple[Path, Path]]:
-    return [(tiny_coco / "annotations" / f"instances_{s}.json", tiny_coco / "images" / s) for s in ("train2017", "val2017")]
+    return [
+        (tiny_coco / "annotations" / f"instances_{s}.json", tiny_coco / "images" / s) for s in ("train2017", "val2017")
+    ]
 
 
 def test_coco_reader_drops_crowd_and_small_objects(tiny_coco):
@@ -265,7 +265,9 @@ def test_one_real_object_is_learned_to_iou_090(duts):
     img, gt = img_t[None], (gt_t == 1).float()[None, None]
     ys, xs = np.nonzero(gt_t.numpy() == 1)
     k = len(ys) // 2
-    coord = torch.cat([torch.zeros(1, 1, 96, 96), disk_maps(clicks_to_points([[Click(ys[k], xs[k], True)]]), 96, 96)], 1)
+    coord = torch.cat(
+        [torch.zeros(1, 1, 96, 96), disk_maps(clicks_to_points([[Click(ys[k], xs[k], True)]]), 96, 96)], 1
+    )
     net = build_edgeflow(EdgeFlowConfig(backbone="efficientnet_lite0"), pretrained=True)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     cfg = TrainConfig()

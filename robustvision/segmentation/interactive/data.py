@@ -559,7 +559,9 @@ class DutsFolder:
         return ISegSample(self.names[index], image, mask)
 
 
-def duts_split(root: str | Path, val_size: int = DUTS_VAL_SIZE, seed: int = DUTS_SPLIT_SEED) -> tuple[list[str], list[str]]:
+def duts_split(
+    root: str | Path, val_size: int = DUTS_VAL_SIZE, seed: int = DUTS_SPLIT_SEED
+) -> tuple[list[str], list[str]]:
     """The fixed train/validation split of a DUTS-style folder: ``(train names, val names)``, each sorted.
 
     The validation names are the first ``val_size`` of the sorted stems permuted by
@@ -568,7 +570,9 @@ def duts_split(root: str | Path, val_size: int = DUTS_VAL_SIZE, seed: int = DUTS
     """
     names = DutsFolder(root).names
     if not 0 <= val_size < len(names):
-        raise ValueError(f"the validation split needs 0 <= val_size < {len(names)} (the folder's pairs), got {val_size}")
+        raise ValueError(
+            f"the validation split needs 0 <= val_size < {len(names)} (the folder's pairs), got {val_size}"
+        )
     perm = np.random.default_rng(seed).permutation(len(names))
     val = sorted(names[i] for i in perm[:val_size])
     held = set(val)
@@ -620,7 +624,11 @@ class CocoAnnotations:
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{ann_file} is not a COCO-format instance file: {err}") from None
             for im in images:
-                self.images[(fi, im["id"])] = (image_dir / Path(im["file_name"]).name, int(im["height"]), int(im["width"]))
+                self.images[(fi, im["id"])] = (
+                    image_dir / Path(im["file_name"]).name,
+                    int(im["height"]),
+                    int(im["width"]),
+                )
             for ann in annotations:
                 if (fi, ann["image_id"]) not in self.images or not ann.get("segmentation"):
                     continue
@@ -774,5 +782,8 @@ class MixedObjects(Dataset):
         return augmented_crop(image, mask, self.size, rng)
 
     def describe(self) -> str:
-        parts = [f"{n} ({len(r)} instances, weight {w:.2f})" for n, r, w in zip(self.names, self.readers, self.weights, strict=True)]
+        parts = [
+            f"{n} ({len(r)} instances, weight {w:.2f})"
+            for n, r, w in zip(self.names, self.readers, self.weights, strict=True)
+        ]
         return f"MixedObjects: {self.length} samples/epoch from " + ", ".join(parts)

@@ -27,7 +27,6 @@ What is kept, at a width that trains on a CPU:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
