@@ -132,7 +132,7 @@ def evaluate(
         ["edgeflow"], "--predictor", "-p", help="Predictor name(s): edgeflow, edgeflow_noedge, grabcut, random_walker."
     ),
     checkpoint: Path = typer.Option(None, help="Checkpoint for a learned predictor (default: the shipped one)."),
-    dataset: str = typer.Option("grabcut", help="grabcut, berkeley, davis or sbd."),
+    dataset: str = typer.Option("grabcut", help="grabcut, berkeley, davis, sbd or duts_val (the DUTS-TR hold-out)."),
     root: Path = typer.Option(None, help="Data set root (grabcut defaults to ../shared/data/grabcut)."),
     max_clicks: int = typer.Option(20, help="Click budget per instance."),
     limit: int = typer.Option(None, help="Evaluate only the first N instances."),
