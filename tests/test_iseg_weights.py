@@ -19,7 +19,11 @@ def test_shipped_checkpoint(name):
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["model"]["edge_flow"] == (name == "edgeflow")
     assert card["command"].startswith("robustvision iseg train") and "seed" in card and card["steps_done"] > 0
-    assert card["recipe"]["train_set"] == "synthetic"
+    # ImageNet-pretrained EfficientNet-Lite0, trained on real masks whose sources are named with their commits
+    assert card["model"]["backbone"] == "efficientnet_lite0"
+    assert card["recipe"]["train_set"] == "duts:0.6,coco:0.4"
+    assert all(len(src["commit"]) == 40 for src in card["train_data_sources"])
+    assert card["inference"]["target_size"] == card["inference"]["max_side"] == 400
     p = create_predictor(name)
     img = np.full((120, 180, 3), 40, np.uint8)
     img[30:90, 50:130] = (230, 200, 40)

@@ -25,7 +25,10 @@ def train(
     crop: int = typer.Option(160, help="Square training crop side."),
     lr: float = typer.Option(1e-3, help="Adam learning rate (cosine decay)."),
     seed: int = typer.Option(0, help="Seed of the run."),
-    width: int = typer.Option(8, help="Backbone width (18 = HRNet-W18 branch widths)."),
+    backbone: str = typer.Option(
+        "hrnet18", help="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 (ImageNet-pretrained) or hrnet18."
+    ),
+    width: int = typer.Option(8, help="hrnet18 backbone width (18 = HRNet-W18 branch widths)."),
     blocks: int = typer.Option(1, help="Residual blocks per branch in each HR module (HRNet: 4)."),
     warmup: int = typer.Option(50, help="Linear learning-rate warm-up steps."),
     overflow_prob: float = typer.Option(
@@ -38,9 +41,17 @@ def train(
     minutes: float = typer.Option(0.0, help="Wall-clock cap in minutes (0 = none); stops early and records it."),
     no_edge_flow: bool = typer.Option(False, "--no-edge-flow", help="Train the RITM-style ablation instead."),
     train_set: str = typer.Option(
-        "synthetic", help="synthetic (no download), sbd, or coco / lvis / coco_lvis (COCO-format JSON)."
+        "synthetic",
+        help="synthetic (no download), sbd, lvis, coco_lvis, or real sources mixed by weight: duts, coco, "
+        "duts:0.6,coco:0.4.",
     ),
-    root: Path = typer.Option(None, help="Data root of a real training set (sbd, coco, lvis, coco_lvis)."),
+    root: Path = typer.Option(None, help="Data root: the DUTS-style folder for duts (or sbd / COCO layout)."),
+    annotations: list[Path] = typer.Option(
+        None, "--annotations", help="COCO-format instance JSON for --train-set coco (repeatable, each with --images)."
+    ),
+    images: list[Path] = typer.Option(None, "--images", help="Image folder of the --annotations file at its position."),
+    samples: int = typer.Option(20000, help="Training samples per epoch (synthetic and real mixes)."),
+    backbone_lr_mult: float = typer.Option(0.1, help="Learning-rate factor of a pretrained backbone (RITM: 0.1)."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     workers: int = typer.Option(
         0, help="Data-loader processes and click-simulation threads (0 = main thread; same result either way)."
@@ -57,16 +68,29 @@ def train(
     The training state is saved every --checkpoint-every steps; after an interruption, the same command with
     --resume continues exactly where it stopped."""
     with user_errors():
-        from robustvision.segmentation.interactive.model import EdgeFlowConfig
+        from robustvision.segmentation.interactive.model import BACKBONES, EdgeFlowConfig
         from robustvision.segmentation.interactive.training import TrainConfig, train_edgeflow
 
         if out.suffix != ".safetensors":
             raise ValueError(f"--out must end in .safetensors, got {out}")
+        if backbone not in BACKBONES:
+            import difflib
+
+            close = difflib.get_close_matches(backbone, BACKBONES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown --backbone {backbone!r}{hint}; known: {', '.join(BACKBONES)}")
+        annotations, images = list(annotations or []), list(images or [])
+        if len(annotations) != len(images):
+            raise ValueError(f"each --annotations needs one --images folder: got {len(annotations)} and {len(images)}")
+        if samples < 1 or not backbone_lr_mult >= 0:
+            raise ValueError("--samples must be >= 1 and --backbone-lr-mult >= 0")
         cfg = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
             minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
             workers=workers, warmup=warmup, overflow_prob=overflow_prob, extra_clicks=extra_clicks,
-            model=EdgeFlowConfig(width=width, blocks=blocks, edge_flow=not no_edge_flow),
+            annotations=[str(a) for a in annotations], images=[str(i) for i in images], samples=samples,
+            backbone_lr_mult=backbone_lr_mult,
+            model=EdgeFlowConfig(width=width, blocks=blocks, edge_flow=not no_edge_flow, backbone=backbone),
             checkpoint_every=checkpoint_every, init=str(init) if init else None,
         )  # fmt: skip
         if workers < 0 or blocks < 1 or warmup < 0 or not 0 <= overflow_prob <= 1 or not 0 <= extra_clicks <= 24:
@@ -89,7 +113,8 @@ def train(
             def log(step: int, row: dict) -> None:
                 progress.update(task, completed=step)
                 progress.console.print(
-                    f"step {step}  loss {row.get('loss', 0):.4f}  train IoU {row.get('iou', 0):.3f}  {row['seconds']}s"
+                    f"step {step}  loss {row.get('loss', 0):.4f}  train IoU {row.get('iou', 0):.3f}  "
+                    f"{row.get('steps_per_s', 0):.3f} steps/s  {row['seconds']}s"
                 )
 
             card = train_edgeflow(cfg, out, device=device, log=log, resume=resume)
@@ -108,7 +133,7 @@ def evaluate(
         ["edgeflow"], "--predictor", "-p", help="Predictor name(s): edgeflow, edgeflow_noedge, grabcut, random_walker."
     ),
     checkpoint: Path = typer.Option(None, help="Checkpoint for a learned predictor (default: the shipped one)."),
-    dataset: str = typer.Option("grabcut", help="grabcut, berkeley, davis or sbd."),
+    dataset: str = typer.Option("grabcut", help="grabcut, berkeley, davis, sbd or duts_val (the DUTS-TR hold-out)."),
     root: Path = typer.Option(None, help="Data set root (grabcut defaults to ../shared/data/grabcut)."),
     max_clicks: int = typer.Option(20, help="Click budget per instance."),
     limit: int = typer.Option(None, help="Evaluate only the first N instances."),

@@ -482,3 +482,308 @@ class CocoInstances(Dataset):
             mask[h // 2, w // 2] = 1  # a degenerate polygon: keep the step's batch shape, the loss sees one pixel
         rng = np.random.default_rng(seed_from_key(self.seed, "iseg-coco", index))
         return object_crop(image, mask, self.size, rng)
+
+
+# ------------------------------------------------------------------------- real training sets (DUTS, COCO JSON)
+
+#: Where a DUTS-style folder keeps its images and masks (the first pair of folders found is used).
+DUTS_LAYOUTS = (("DUTS-TR-Image", "DUTS-TR-Mask"), ("DUTS-TE-Image", "DUTS-TE-Mask"), ("images", "masks"))
+#: DUTS-TR images held out for validation (a fixed seeded list, see :func:`duts_split`).
+DUTS_VAL_SIZE = 500
+DUTS_SPLIT_SEED = 0
+
+
+def _duts_dirs(root: Path) -> tuple[Path, Path]:
+    for image_dir, mask_dir in DUTS_LAYOUTS:
+        if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
+            return root / image_dir, root / mask_dir
+    if (root / "DUTS-TR").is_dir():
+        return _duts_dirs(root / "DUTS-TR")
+    layouts = ", ".join(f"{a}/ + {b}/" for a, b in DUTS_LAYOUTS)
+    raise FileNotFoundError(f"{root} is not a DUTS-style folder (expected {layouts})")
+
+
+class DutsFolder:
+    """A DUTS-style salient-object folder: ``<image dir>/<stem>.jpg`` + ``<mask dir>/<stem>.png``.
+
+    The mask is 8-bit grey, thresholded at 128 (>= 128 is the object, one object per image). The images and
+    masks are read lazily: the name list is all that stays in memory.
+
+    Args:
+        root: the folder (``DUTS-TR-Image/`` + ``DUTS-TR-Mask/``, or ``images/`` + ``masks/``).
+        names: only these stems (e.g. a split from :func:`duts_split`); all by default.
+
+    Raises:
+        FileNotFoundError: not a DUTS-style folder, no images, or an image without its mask.
+    """
+
+    def __init__(self, root: str | Path, names: list[str] | None = None) -> None:
+        self.root = Path(root)
+        image_dir, mask_dir = _duts_dirs(self.root)
+        images, masks = _files(image_dir), _files(mask_dir)
+        if not images:
+            raise FileNotFoundError(f"no images in {image_dir}")
+        missing = sorted(set(images) - set(masks))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} image(s) in {image_dir} have no mask in {mask_dir}: {missing[:5]}")
+        if names is not None:
+            unknown = sorted(set(names) - set(images))
+            if unknown:
+                raise FileNotFoundError(f"{len(unknown)} name(s) are not in {image_dir}: {unknown[:5]}")
+        self.names = sorted(images) if names is None else list(names)
+        self._images, self._masks = images, masks
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image H x W x 3 uint8 RGB, mask H x W int64 0/1)`` of the ``index``-th pair.
+
+        Raises:
+            ValueError: the mask's size differs from the image's (or a file is unreadable).
+        """
+        name = self.names[index]
+        image = read_rgb(self._images[name])
+        raw = _read_gray(self._masks[name])
+        if raw.ndim == 3:
+            raw = raw[..., 0]
+        if raw.shape != image.shape[:2]:
+            raise ValueError(
+                f"mask {self._masks[name]} is {raw.shape[1]}x{raw.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        return image, (raw >= 128).astype(np.int64)
+
+    def sample(self, index: int) -> ISegSample:
+        image, mask = self.load(index)
+        return ISegSample(self.names[index], image, mask)
+
+
+def duts_split(
+    root: str | Path, val_size: int = DUTS_VAL_SIZE, seed: int = DUTS_SPLIT_SEED
+) -> tuple[list[str], list[str]]:
+    """The fixed train/validation split of a DUTS-style folder: ``(train names, val names)``, each sorted.
+
+    The validation names are the first ``val_size`` of the sorted stems permuted by
+    ``numpy.random.default_rng(seed)``; with the defaults on DUTS-TR (10,553 pairs) that is the 500-image
+    validation set the benchmark reports. Training never reads them.
+    """
+    names = DutsFolder(root).names
+    if not 0 <= val_size < len(names):
+        raise ValueError(
+            f"the validation split needs 0 <= val_size < {len(names)} (the folder's pairs), got {val_size}"
+        )
+    perm = np.random.default_rng(seed).permutation(len(names))
+    val = sorted(names[i] for i in perm[:val_size])
+    held = set(val)
+    return [n for n in names if n not in held], val
+
+
+@ISEG_DATASETS.register("duts_val", layout="DUTS-TR-Image/ + DUTS-TR-Mask/ (the 500 held-out names)")
+def load_duts_val(root: str | Path, limit: int | None = None) -> list[ISegSample]:
+    """The DUTS-TR validation split (:func:`duts_split`), first ``limit`` names in sorted order."""
+    _, val = duts_split(root)
+    folder = DutsFolder(root, val[:limit])
+    return [folder.sample(i) for i in range(len(folder))]
+
+
+class CocoAnnotations:
+    """Instances of COCO-format JSON files, each with its own image folder (COCO, COCO subsets, LVIS...).
+
+    One instance per non-crowd annotation of at least ``min_area`` pixels (RITM: 1,000): the annotation's
+    ``area`` when given, else the decoded mask's. Polygons and RLE (compressed or not) are decoded by
+    pycocotools. Images and masks are read lazily.
+
+    Args:
+        pairs: ``(annotation JSON, image folder)`` pairs; an image's ``file_name`` is looked up in its folder.
+        min_area: smallest instance area in pixels.
+
+    Raises:
+        FileNotFoundError: a JSON or folder is missing.
+        ValueError: a JSON is not COCO-format, or no instance is left.
+    """
+
+    def __init__(self, pairs: list[tuple[str | Path, str | Path]], min_area: float = 1000.0) -> None:
+        from pycocotools import mask as mask_utils
+
+        self._mask_utils = mask_utils
+        self.images: dict[tuple[int, int], tuple[Path, int, int]] = {}
+        self.instances: list[tuple[int, int, object]] = []
+        self.dropped = {"crowd": 0, "small": 0}
+        if not pairs:
+            raise ValueError("no COCO annotation file given")
+        for fi, (ann_file, image_dir) in enumerate(pairs):
+            ann_file, image_dir = Path(ann_file), Path(image_dir)
+            if not ann_file.is_file():
+                raise FileNotFoundError(f"annotation file {ann_file} does not exist")
+            if not image_dir.is_dir():
+                raise FileNotFoundError(f"image folder {image_dir} does not exist")
+            try:
+                data = json.loads(ann_file.read_text())
+                images, annotations = data["images"], data["annotations"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{ann_file} is not a COCO-format instance file: {err}") from None
+            for im in images:
+                self.images[(fi, im["id"])] = (
+                    image_dir / Path(im["file_name"]).name,
+                    int(im["height"]),
+                    int(im["width"]),
+                )
+            for ann in annotations:
+                if (fi, ann["image_id"]) not in self.images or not ann.get("segmentation"):
+                    continue
+                if ann.get("iscrowd", 0):
+                    self.dropped["crowd"] += 1
+                    continue
+                seg = ann["segmentation"]
+                area = float(ann["area"]) if "area" in ann else float(self._decode(fi, ann["image_id"], seg).sum())
+                if area < min_area:
+                    self.dropped["small"] += 1
+                    continue
+                self.instances.append((fi, ann["image_id"], seg))
+        if not self.instances:
+            files = ", ".join(str(a) for a, _ in pairs)
+            raise ValueError(f"no non-crowd instance of at least {min_area:g} px in {files}")
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def _decode(self, fi: int, image_id: int, seg: object) -> np.ndarray:
+        _, h, w = self.images[(fi, image_id)]
+        mu = self._mask_utils
+        if isinstance(seg, list):  # polygons
+            rle = mu.merge(mu.frPyObjects(seg, h, w))
+        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mu.frPyObjects(seg, h, w)
+        elif isinstance(seg, dict):
+            rle = dict(seg)
+            if isinstance(rle.get("counts"), str):
+                rle["counts"] = rle["counts"].encode()
+        else:
+            raise ValueError(f"image {image_id}: a segmentation is neither polygons nor RLE")
+        if isinstance(seg, dict) and list(seg.get("size", [h, w])) != [h, w]:
+            raise ValueError(f"image {image_id}: an RLE mask of size {seg['size']} on an image of {h}x{w}")
+        return mu.decode(rle).astype(np.int64)
+
+    def mask(self, index: int) -> np.ndarray:
+        """The ``index``-th instance's ``H x W`` int64 0/1 mask."""
+        fi, image_id, seg = self.instances[index]
+        return self._decode(fi, image_id, seg)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image H x W x 3 uint8 RGB, mask H x W int64 0/1)`` of the ``index``-th instance.
+
+        Raises:
+            ValueError: the image file's size differs from the annotation's (or it is unreadable).
+        """
+        fi, image_id, _ = self.instances[index]
+        path, h, w = self.images[(fi, image_id)]
+        image = read_rgb(path)
+        if image.shape[:2] != (h, w):
+            raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]}, its annotation says {w}x{h}")
+        return image, self.mask(index)
+
+
+def augmented_crop(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RITM-style training sample: a random square crop around the object (its box times 1.1-2.5, jittered, so
+    the object's scale varies as RITM's 0.75-1.4 resize does), resized to ``size``, flipped half the time, with
+    brightness/contrast and RGB-shift colour jitter.
+
+    Returns:
+        ``(3 x size x size float32 in [0, 1], size x size int64 0/1/255)``.
+    """
+    ys, xs = np.where(mask == 1)
+    h, w = mask.shape
+    extent = max(np.ptp(ys), np.ptp(xs)) + 1 if len(ys) else min(h, w)
+    side = int(np.clip(extent * rng.uniform(1.1, 2.5), 32, min(h, w)))
+    cy, cx = (int(ys.mean()), int(xs.mean())) if len(ys) else (h // 2, w // 2)
+    y0 = int(np.clip(cy - side // 2 + rng.integers(-side // 6, side // 6 + 1), 0, h - side))
+    x0 = int(np.clip(cx - side // 2 + rng.integers(-side // 6, side // 6 + 1), 0, w - side))
+    img = cv2.resize(image[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(mask[y0 : y0 + side, x0 : x0 + side].astype(np.uint8), (size, size),
+                      interpolation=cv2.INTER_NEAREST).astype(np.int64)  # fmt: skip
+    if rng.random() < 0.5:
+        img, crop = img[:, ::-1], crop[:, ::-1]
+    out = img.astype(np.float32)
+    out = (out - out.mean()) * rng.uniform(0.75, 1.25) + out.mean() + rng.uniform(-25, 25)  # contrast, brightness
+    out = out + rng.uniform(-10, 10, 3)  # RGB shift
+    out = np.clip(out, 0, 255) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)), torch.from_numpy(
+        np.ascontiguousarray(crop)
+    )
+
+
+def parse_mix(text: str, known: tuple[str, ...] = ("duts", "coco")) -> dict[str, float]:
+    """``"duts:0.6,coco:0.4"`` (or ``"duts"``) -> ``{"duts": 0.6, "coco": 0.4}``, weights normalised to sum 1.
+
+    Raises:
+        ValueError: an unknown source (with a close-name hint), a repeated one, or a weight that is not > 0.
+    """
+    import difflib
+
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition(":")
+        name = name.strip()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown training source {name!r} in {text!r}{hint}; known: {', '.join(known)}")
+        if name in mix:
+            raise ValueError(f"training source {name!r} appears twice in {text!r}")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"the weight of {name!r} in {text!r} is not a number") from None
+        if not w > 0 or not np.isfinite(w):
+            raise ValueError(f"the weight of {name!r} in {text!r} must be > 0, got {weight}")
+        mix[name] = w
+    total = sum(mix.values())
+    return {k: v / total for k, v in mix.items()}
+
+
+class MixedObjects(Dataset):
+    """Training samples drawn from several real sources by weight, RITM-style (:func:`augmented_crop`).
+
+    Sample ``i`` is a pure function of ``(seed, i)``: its generator picks the source by weight, an instance
+    uniformly within it, and the crop. An instance whose object is under ``min_pixels`` (an empty DUTS mask) is
+    replaced by another draw.
+
+    Args:
+        sources: ``name -> (reader with len() and load(index), weight)``.
+        length: samples per epoch.
+        size: square crop side.
+        seed: base seed.
+    """
+
+    def __init__(
+        self, sources: dict[str, tuple[object, float]], length: int, size: int, seed: int = 0, min_pixels: int = 100
+    ) -> None:
+        if not sources:
+            raise ValueError("no training source")
+        self.names = list(sources)
+        self.readers = [sources[n][0] for n in self.names]
+        w = np.array([sources[n][1] for n in self.names], dtype=np.float64)
+        self.weights = w / w.sum()
+        self.length, self.size, self.seed, self.min_pixels = length, size, seed, min_pixels
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(seed_from_key(self.seed, "iseg-mix", index))
+        for _ in range(10):
+            reader = self.readers[int(rng.choice(len(self.readers), p=self.weights))]
+            image, mask = reader.load(int(rng.integers(len(reader))))
+            if int((mask == 1).sum()) >= self.min_pixels:
+                break
+        return augmented_crop(image, mask, self.size, rng)
+
+    def describe(self) -> str:
+        parts = [
+            f"{n} ({len(r)} instances, weight {w:.2f})"
+            for n, r, w in zip(self.names, self.readers, self.weights, strict=True)
+        ]
+        return f"MixedObjects: {self.length} samples/epoch from " + ", ".join(parts)

@@ -27,7 +27,6 @@ What is kept, at a width that trains on a CPU:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from robustvision.models.wrappers import PixelNormalizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,9 +55,14 @@ class EdgeFlowConfig:
         fine_stride: FineNet runs at ``1 / fine_stride`` of the input resolution (EdgeFlow: 1; 2 quarters its
             cost, which dominates a small model's per-click time on a CPU).
         edge_flow: EdgeFlow (True) or the RITM-style ablation (False).
-        maps_scale_init: initial value of the interaction encoder's learnable scale. EdgeFlow/RITM use 0.05 so
-            the clicks do not disturb an ImageNet-pretrained stem; trained from scratch (no weight downloads
-            here) 0.05 starves the backbone of the click signal, so the default is 1.0.
+        maps_scale_init: initial value of the interaction encoder's learnable scale (HRNet backbone). EdgeFlow/RITM
+            use 0.05 so the clicks do not disturb an ImageNet-pretrained stem; trained from scratch 0.05 starves
+            the backbone of the click signal, so the default is 1.0. The EfficientNet-Lite backbones zero-initialise
+            the encoder's last convolution instead (the pretrained stem's output is unchanged at step 0).
+        backbone: ``hrnet18`` (the HRNet-style backbone above, trained from scratch; ``width`` etc. apply) or
+            ``efficientnet_lite0`` / ``efficientnet_lite1`` / ``efficientnet_lite2`` (timm's ``tf_efficientnet_lite*``
+            with the packaged ImageNet weights; see :class:`EdgeFlowLiteNet`).
+        fpn_channels: channels of the EfficientNet-Lite feature pyramid that aggregates strides 4-32 at 1/4.
     """
 
     width: int = 8
@@ -68,6 +74,8 @@ class EdgeFlowConfig:
     fine_stride: int = 2
     edge_flow: bool = True
     maps_scale_init: float = 1.0
+    backbone: str = "hrnet18"
+    fpn_channels: int = 64
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -232,6 +240,46 @@ class FineNet(nn.Module):
         return self.out(self.bottleneck(torch.cat([b(x) for b in self.branches], dim=1)))
 
 
+def _edgeflow_heads(
+    net: nn.Module, image: torch.Tensor, coord_features: torch.Tensor, feats: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The heads every backbone shares: OCR (coarse + aux), and for EdgeFlow the edge branch and FineNet."""
+    size = image.shape[-2:]
+    feats2, aux = net.ocr(feats)
+    coarse = net.cls_head(feats2)
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=True)
+
+    out = {"coarse": up(coarse), "aux": up(aux)}
+    if not net.uses_edge:
+        out["instances"] = out["coarse"]
+        return out
+    _, edge_feat = net.squeeze_body_edge(feats2)
+    edges = up(net.edge_fusion(torch.cat([edge_feat, feats], dim=1)))
+    fine_in = torch.cat([image, coord_features, torch.sigmoid(out["coarse"]), torch.sigmoid(edges)], dim=1)
+    out["edges"] = edges
+    if net.config.fine_stride > 1:
+        small = [max(1, n // net.config.fine_stride) for n in size]
+        fine = up(net.finenet(F.interpolate(fine_in, size=small, mode="bilinear", align_corners=True)))
+    else:
+        fine = net.finenet(fine_in)
+    out["instances"] = fine
+    return out
+
+
+def _build_heads(net: nn.Module, cfg: EdgeFlowConfig, agg: int) -> None:
+    net.ocr = OCRHead(agg, cfg.head_channels)
+    net.cls_head = nn.Conv2d(cfg.head_channels, 1, 1)
+    if cfg.edge_flow:
+        c = cfg.head_channels
+        net.squeeze_body_edge = SqueezeBodyEdge(c)
+        net.edge_fusion = nn.Sequential(
+            nn.Conv2d(c + agg, c, 1, bias=False), conv_bn_relu(c, c // 2), nn.Conv2d(c // 2, 1, 1)
+        )
+        net.finenet = FineNet(8, cfg.fine_channels)
+
+
 class EdgeFlowNet(nn.Module):
     """The EdgeFlow network (or, with ``edge_flow=False``, the RITM-style ablation).
 
@@ -287,15 +335,11 @@ class EdgeFlowNet(nn.Module):
             self.warp1_align = FlowAlign(s, s)
             self.warp2_conv = conv_bn_relu(s, agg, 1)
             self.warp2_align = FlowAlign(agg, agg)
-        self.ocr = OCRHead(agg, cfg.head_channels)
-        self.cls_head = nn.Conv2d(cfg.head_channels, 1, 1)
-        if cfg.edge_flow:
-            c = cfg.head_channels
-            self.squeeze_body_edge = SqueezeBodyEdge(c)
-            self.edge_fusion = nn.Sequential(
-                nn.Conv2d(c + agg, c, 1, bias=False), conv_bn_relu(c, c // 2), nn.Conv2d(c // 2, 1, 1)
-            )
-            self.finenet = FineNet(8, cfg.fine_channels)
+        _build_heads(self, cfg, agg)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters that start from pretrained weights (none: this backbone trains from scratch)."""
+        return []
 
     def encode_image(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The click-independent part: normalisation and the stem's first convolution (cached per view)."""
@@ -327,83 +371,224 @@ class EdgeFlowNet(nn.Module):
         )
         if self.uses_edge:
             feats = feats + self.warp2_align(feats, self.warp2_conv(stage1))  # late fusion 2
-        feats2, aux = self.ocr(feats)
-        coarse = self.cls_head(feats2)
-
-        def up(t: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(t, size=size, mode="bilinear", align_corners=True)
-
-        out = {"coarse": up(coarse), "aux": up(aux)}
-        if not self.uses_edge:
-            out["instances"] = out["coarse"]
-            return out
-        _, edge_feat = self.squeeze_body_edge(feats2)
-        edges = up(self.edge_fusion(torch.cat([edge_feat, feats], dim=1)))
-        fine_in = torch.cat([image, coord_features, torch.sigmoid(out["coarse"]), torch.sigmoid(edges)], dim=1)
-        out["edges"] = edges
-        if self.config.fine_stride > 1:
-            small = [max(1, n // self.config.fine_stride) for n in size]
-            fine = up(self.finenet(F.interpolate(fine_in, size=small, mode="bilinear", align_corners=True)))
-        else:
-            fine = self.finenet(fine_in)
-        out["instances"] = fine
-        return out
+        return _edgeflow_heads(self, image, coord_features, feats)
 
     def forward(self, image: torch.Tensor, coord_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """``image`` ``B x 3 x H x W`` in [0, 1]; ``coord_features`` ``B x 3 x H x W``; returns logits."""
         return self.decode(self.encode_image(image), coord_features)
 
 
+#: ``--backbone`` names of the ImageNet-pretrained backbones and the timm architectures they build.
+LITE_BACKBONES = {f"efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in (0, 1, 2)}
+#: Every ``--backbone`` name.
+BACKBONES = ("hrnet18", *LITE_BACKBONES)
+
+
+class FlowFusion(nn.Module):
+    """Late fusion into a pretrained backbone: the features warped by a learned flow plus the projected guide.
+
+    ``out = warp(x, flow(x, guide)) + inject(guide)``. The flow and the injection start at zero, so an untrained
+    module returns ``x`` unchanged (the pretrained features pass through at step 0) while both receive gradients.
+    """
+
+    def __init__(self, channels: int, guide_channels: int) -> None:
+        super().__init__()
+        self.align = FlowAlign(channels, guide_channels)
+        self.inject = nn.Conv2d(guide_channels, channels, 1)
+        nn.init.zeros_(self.inject.weight)
+        nn.init.zeros_(self.inject.bias)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        if guide.shape[-2:] != x.shape[-2:]:
+            guide = F.interpolate(guide, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        return self.align(x, guide) + self.inject(guide)
+
+
+class EdgeFlowLiteNet(PixelNormalizer):
+    """EdgeFlow on an ImageNet-pretrained EfficientNet-Lite (timm ``tf_efficientnet_lite*``).
+
+    Every part of EdgeFlow is kept; only the backbone and the multi-scale aggregation change:
+
+    - **early fusion**: the click maps go through the interaction encoder (1x1 conv, LeakyReLU, 3x3 stride-2
+      conv) and are added to the stem's output (stride 2). The encoder's last conv starts at zero (RITM's
+      ``conv1s`` idea), so at step 0 the pretrained stem's output, and the whole backbone, is unchanged;
+    - **late fusion 1**: after the stride-4 stage, a :class:`FlowFusion` (learned flow warping of the backbone
+      features, guided by the interaction features) feeds the clicks in again;
+    - the stride 4/8/16/32 features are aggregated at 1/4 by a feature pyramid (``fpn_channels``), the role of
+      HRNet's branch concatenation;
+    - **late fusion 2**: a flow-alignment module warps the aggregated features, guided by the fused stride-4
+      features, and adds them back (as in EdgeFlow);
+    - the OCR head, the **edge branch** and **FineNet** as in :class:`EdgeFlowNet`.
+
+    ``edge_flow=False`` is the RITM-style ablation on the same backbone: early fusion only, previous mask as the
+    third click channel, no flow modules, no edge branch, no FineNet.
+
+    The image is normalised with the packaged weights' own mean/std (``(255 x - 127) / 128``) by the
+    :class:`~robustvision.models.wrappers.PixelNormalizer` it derives from. Weights are kept ``channels_last``
+    (on a CPU the depthwise convolutions run many times faster so).
+
+    Args:
+        config: the architecture (``config.backbone`` names the EfficientNet-Lite).
+        pretrained: load the packaged ImageNet weights into the backbone (training); a checkpoint being loaded
+            needs none.
+
+    Example:
+        >>> net = EdgeFlowLiteNet(EdgeFlowConfig(backbone="efficientnet_lite0")).eval()
+        >>> tuple(net(torch.rand(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))["instances"].shape)
+        (1, 1, 64, 64)
+    """
+
+    def __init__(self, config: EdgeFlowConfig, pretrained: bool = False) -> None:
+        import timm
+
+        from robustvision.models.pretrained import LITE_MEAN, LITE_STD, load_packaged_weights
+
+        super().__init__(LITE_MEAN, LITE_STD, persistent=False)
+        if config.backbone not in LITE_BACKBONES:
+            raise ValueError(f"{config.backbone!r} is not an EfficientNet-Lite backbone ({', '.join(LITE_BACKBONES)})")
+        cfg = self.config = config
+        self.uses_edge = cfg.edge_flow
+        arch = LITE_BACKBONES[cfg.backbone]
+        enc = timm.create_model(arch, num_classes=1000)
+        if pretrained:
+            load_packaged_weights(arch, enc)
+        self.conv_stem, self.bn1, self.blocks = enc.conv_stem, enc.bn1, enc.blocks
+        info = {f["module"]: f["num_chs"] for f in enc.feature_info}
+        stem_c = enc.conv_stem.out_channels
+        n = len(self.blocks)
+        # the last block of each reduction: 1/4 = blocks.1, 1/8 = blocks.2, 1/16 = blocks.4, 1/32 = blocks.6
+        self.levels = [i for i in range(n) if f"blocks.{i}" in info][1:]
+        chs = [info[f"blocks.{i}"] for i in self.levels]
+        self.maps_transform = nn.Sequential(
+            nn.Conv2d(3, 16, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, stem_c, 3, stride=2, padding=1)
+        )
+        nn.init.zeros_(self.maps_transform[2].weight)
+        nn.init.zeros_(self.maps_transform[2].bias)
+        c4 = chs[0]
+        if cfg.edge_flow:
+            self.warp1_conv = conv_bn_relu(stem_c, c4, stride=2)
+            self.warp1_align = FlowFusion(c4, c4)
+        f = cfg.fpn_channels
+        self.lateral = nn.ModuleList(nn.Conv2d(c, f, 1) for c in chs)
+        self.smooth = conv_bn_relu(f, f)
+        if cfg.edge_flow:
+            self.warp2_conv = conv_bn_relu(c4, f, 1)
+            self.warp2_align = FlowAlign(f, f)
+        _build_heads(self, cfg, f)
+        self.to(memory_format=torch.channels_last)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The pretrained parameters (stem and blocks), for a lower learning rate."""
+        return [*self.conv_stem.parameters(), *self.bn1.parameters(), *self.blocks.parameters()]
+
+    def encode_image(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The click-independent part: normalisation and the pretrained stem (cached per view)."""
+        x = self.normalize(image).contiguous(memory_format=torch.channels_last)
+        return {"image": image, "stem": self.bn1(self.conv_stem(x))}
+
+    def decode(self, cache: dict[str, torch.Tensor], coord_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything that depends on the clicks, from an :meth:`encode_image` cache."""
+        image, x = cache["image"], cache["stem"]
+        if coord_features.shape[0] != image.shape[0] or coord_features.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"coord_features {tuple(coord_features.shape)} must match the image batch {tuple(image.shape)}"
+            )
+        maps = self.maps_transform(coord_features.contiguous(memory_format=torch.channels_last))
+        if maps.shape[-2:] != x.shape[-2:]:
+            maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        x = x + maps  # early fusion
+        feats: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.levels[0] and self.uses_edge:
+                x = self.warp1_align(x, self.warp1_conv(maps))  # late fusion 1
+            if i in self.levels:
+                feats.append(x)
+        top = self.lateral[-1](feats[-1])
+        for lat, f in zip(self.lateral[-2::-1], feats[-2::-1], strict=True):
+            top = lat(f) + F.interpolate(top, size=f.shape[-2:], mode="bilinear", align_corners=True)
+        agg = self.smooth(top)
+        if self.uses_edge:
+            agg = agg + self.warp2_align(agg, self.warp2_conv(feats[0]))  # late fusion 2
+        return _edgeflow_heads(self, image, coord_features, agg)
+
+    def forward(self, image: torch.Tensor, coord_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``image`` ``B x 3 x H x W`` in [0, 1]; ``coord_features`` ``B x 3 x H x W``; returns logits."""
+        return self.decode(self.encode_image(image), coord_features)
+
+
+def build_edgeflow(config: EdgeFlowConfig, pretrained: bool = False) -> nn.Module:
+    """The network ``config`` describes: :class:`EdgeFlowNet` (``hrnet18``) or :class:`EdgeFlowLiteNet`.
+
+    Args:
+        config: the architecture.
+        pretrained: load the packaged ImageNet weights (EfficientNet-Lite backbones only; ``hrnet18`` has none).
+
+    Raises:
+        ValueError: an unknown backbone (the message lists the known ones).
+    """
+    if config.backbone == "hrnet18":
+        return EdgeFlowNet(config)
+    if config.backbone in LITE_BACKBONES:
+        return EdgeFlowLiteNet(config, pretrained=pretrained)
+    import difflib
+
+    close = difflib.get_close_matches(config.backbone, BACKBONES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown backbone {config.backbone!r}{hint}; known: {', '.join(BACKBONES)}")
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
-def save_edgeflow(net: EdgeFlowNet, path: str | Path, card: dict[str, Any]) -> Path:
-    """Write ``path`` (.safetensors weights) and its JSON model card beside it (``.json``).
+EDGEFLOW_FORMAT = "robustvision.iseg.edgeflow/1"
 
-    The card always records the architecture under ``"model"``; add the recipe, seed and figures.
+
+def save_edgeflow(net: nn.Module, path: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``path`` (.safetensors weights) and its JSON model card beside it (``.json``), atomically.
+
+    Goes through :func:`robustvision.models.checkpoints.save_weights`; the card always records the architecture
+    under ``"model"``; add the recipe, seed and figures.
     """
-    from safetensors.torch import save_file
+    from robustvision.models.checkpoints import save_weights
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path))
-    full = dict(card)
-    full["model"] = asdict(net.config)
-    full["format"] = "robustvision.iseg.edgeflow/1"
-    path.with_suffix(".json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-    return path
+    full = {**card, "model": asdict(net.config)}
+    return save_weights(net, path, full, fmt=EDGEFLOW_FORMAT)
 
 
-def load_edgeflow(path: str | Path, device: str | torch.device = "cpu") -> tuple[EdgeFlowNet, dict[str, Any]]:
+def load_edgeflow(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_edgeflow`; returns ``(net in eval mode, model card)``.
+
+    Weights stored in float16 (to keep a shipped file small) are loaded into the float32 network.
 
     Raises:
         FileNotFoundError: the weights or the card is missing.
         ValueError: the card is not an EdgeFlow card or the weights do not match its architecture.
     """
-    from safetensors.torch import load_file
+    from robustvision.models.checkpoints import load_weights
 
     path = Path(path)
-    card_path = path.with_suffix(".json")
+    card_file = path.with_suffix(".json")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not card_path.is_file():
-        raise FileNotFoundError(f"model card {card_path} (written beside the checkpoint) does not exist")
+    if not card_file.is_file():
+        raise FileNotFoundError(f"model card {card_file} (written beside the checkpoint) does not exist")
     try:
-        card = json.loads(card_path.read_text())
+        state, card = load_weights(path, fmt=EDGEFLOW_FORMAT)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a readable EdgeFlow checkpoint: {err}") from err
+    try:
         config = EdgeFlowConfig(**card["model"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{card_path} is not an EdgeFlow model card: {err}") from err
-    net = EdgeFlowNet(config)
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error type on a corrupt file
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{card_file} is not an EdgeFlow model card: {err}") from err
+    net = build_edgeflow(config, pretrained=False)
+    ref = net.state_dict()
+    state = {k: v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v for k, v in state.items()}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{path} does not match the architecture in {card_path.name}: {err}") from err
+        raise ValueError(f"{path} does not match the architecture in {card_file.name}: {err}") from err
     return net.to(device).eval(), card

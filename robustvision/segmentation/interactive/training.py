@@ -30,7 +30,7 @@ from robustvision.fileio import atomic_torch_save
 from robustvision.runtime import resolve_device, seed_everything, seed_from_key
 from robustvision.segmentation.interactive.clicks import Click, clicks_to_points, disk_maps, sample_next_click
 from robustvision.segmentation.interactive.losses import boundary_loss, masked_bce, normalized_focal_loss
-from robustvision.segmentation.interactive.model import EdgeFlowConfig, EdgeFlowNet, save_edgeflow
+from robustvision.segmentation.interactive.model import EdgeFlowConfig, build_edgeflow, save_edgeflow
 from robustvision.segmentation.interactive.predictor import mask_boundary
 
 
@@ -54,10 +54,16 @@ class TrainConfig:
         seed: the run's seed.
         minutes: wall-clock cap; training stops when reached (the card records the steps done) and the cosine
             schedule decays over this budget when it is the shorter one. 0 = none.
-        train_set: ``synthetic`` (download-free), ``sbd``, or ``coco`` / ``lvis`` / ``coco_lvis`` (COCO-format
-            instance annotations, :class:`~robustvision.segmentation.interactive.data.CocoInstances`); all but
-            ``synthetic`` need ``root``.
+        train_set: ``synthetic`` (download-free), ``sbd``, ``lvis`` / ``coco_lvis`` (the public layout under
+            ``root``), or real sources mixed by weight: ``duts`` (a DUTS-style folder at ``root``; its
+            :func:`~robustvision.segmentation.interactive.data.duts_split` validation names are never read),
+            ``coco`` (the ``annotations`` / ``images`` pairs; without them the public layout under ``root``),
+            e.g. ``duts:0.6,coco:0.4``.
         root: data root for the real training sets.
+        annotations: COCO-format JSON files for ``coco`` (each with the image folder of the same position in
+            ``images``).
+        images: image folders, one per file of ``annotations``.
+        backbone_lr_mult: learning-rate factor of the pretrained backbone's parameters (RITM: 0.1).
         samples: synthetic samples per epoch.
         threads: torch CPU threads (1 is fastest on a loaded 2-core machine).
         overflow_prob: probability that a sample starts from a simulated *overflowing* previous mask (the object
@@ -87,6 +93,9 @@ class TrainConfig:
     minutes: float = 0.0
     train_set: str = "synthetic"
     root: str | None = None
+    annotations: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    backbone_lr_mult: float = 0.1
     samples: int = 20000
     threads: int = 1
     overflow_prob: float = 0.0
@@ -187,12 +196,41 @@ def build_train_set(cfg: TrainConfig) -> Dataset:
     """The training data set the recipe names."""
     from robustvision.segmentation.interactive.data import (
         COCO_TRAIN_FILES,
+        CocoAnnotations,
         CocoInstances,
         CropSamples,
+        DutsFolder,
+        MixedObjects,
         SyntheticObjects,
+        duts_split,
         load_sbd,
+        parse_mix,
     )
 
+    if len(cfg.annotations) != len(cfg.images):
+        raise ValueError(
+            f"each --annotations needs its --images folder: got {len(cfg.annotations)} and {len(cfg.images)}"
+        )
+    legacy = cfg.train_set in ("synthetic", "sbd", *COCO_TRAIN_FILES) and not (
+        cfg.train_set == "coco" and cfg.annotations
+    )
+    if not legacy:
+        mix = parse_mix(cfg.train_set, known=("duts", "coco", "synthetic", "sbd", "lvis", "coco_lvis"))
+        if set(mix) - {"duts", "coco"}:
+            raise ValueError(f"only duts and coco mix by weight, got {cfg.train_set!r}")
+        sources: dict[str, tuple[object, float]] = {}
+        if "duts" in mix:
+            if not cfg.root:
+                raise ValueError("--train-set duts needs --root pointing at the DUTS-style folder")
+            train_names, _ = duts_split(cfg.root)
+            sources["duts"] = (DutsFolder(cfg.root, train_names), mix["duts"])
+        if "coco" in mix:
+            if not cfg.annotations:
+                raise ValueError("--train-set coco in a mix needs --annotations FILE --images DIR (repeatable)")
+            sources["coco"] = (CocoAnnotations(list(zip(cfg.annotations, cfg.images, strict=True))), mix["coco"])
+        return MixedObjects(sources, cfg.samples, cfg.crop, cfg.seed)
+    if cfg.annotations:
+        raise ValueError(f"--annotations/--images apply to --train-set coco or a mix, not {cfg.train_set!r}")
     if cfg.train_set == "synthetic":
         return SyntheticObjects(cfg.samples, cfg.crop, cfg.seed)
     if cfg.train_set == "sbd":
@@ -203,7 +241,7 @@ def build_train_set(cfg: TrainConfig) -> Dataset:
         if not cfg.root:
             raise ValueError(f"--train-set {cfg.train_set} needs --root pointing at the COCO folder")
         return CocoInstances(cfg.root, cfg.train_set, cfg.crop, cfg.seed)
-    known = ", ".join(["synthetic", "sbd", *COCO_TRAIN_FILES])
+    known = ", ".join(["synthetic", "sbd", "duts", *COCO_TRAIN_FILES, "duts:0.6,coco:0.4"])
     raise ValueError(f"unknown train set {cfg.train_set!r}; known: {known}")
 
 
@@ -269,7 +307,7 @@ def _load_state(path: Path, cfg: TrainConfig, device: torch.device) -> dict[str,
     return state
 
 
-def _init_weights(net: EdgeFlowNet, path: str, cfg: TrainConfig) -> None:
+def _init_weights(net: torch.nn.Module, path: str, cfg: TrainConfig) -> None:
     from robustvision.segmentation.interactive.model import load_edgeflow
 
     init, card = load_edgeflow(path)
@@ -303,11 +341,16 @@ def train_edgeflow(
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = build_train_set(cfg)
-    net = EdgeFlowNet(cfg.model)
+    net = build_edgeflow(cfg.model, pretrained=not (cfg.init or resume and state_path(out_path).is_file()))
     if cfg.init:
         _init_weights(net, cfg.init, cfg)
     net = net.to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    pretrained_ids = {id(p) for p in net.backbone_parameters()}
+    groups = [
+        {"params": [p for p in net.parameters() if id(p) not in pretrained_ids], "lr_mult": 1.0},
+        {"params": [p for p in net.parameters() if id(p) in pretrained_ids], "lr_mult": cfg.backbone_lr_mult},
+    ]
+    opt = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.999))
     state_file = state_path(out_path)
     step, elapsed, history = 0, 0.0, []
     running: dict[str, float] = {}
@@ -342,6 +385,7 @@ def train_edgeflow(
 
     start = time.time() - elapsed
     stopped_early = False
+    last_log = [step, time.time()]
     try:
         if step < cfg.steps:
             for images, masks in loader:
@@ -381,7 +425,7 @@ def train_edgeflow(
                                     clicks[b].append(c)
                     net.train()
                 for group in opt.param_groups:
-                    group["lr"] = lr_at(step)
+                    group["lr"] = lr_at(step) * group.get("lr_mult", 1.0)
                 out = net(images, _coord(aux, clicks, cfg.crop))
                 loss, parts = compute_loss(out, gt, valid, cfg)
                 opt.zero_grad(set_to_none=True)
@@ -398,9 +442,13 @@ def train_edgeflow(
                 step += 1
                 row = None
                 if step % log_every == 0 or step == cfg.steps:
+                    now = time.time()
+                    rate = (step - last_log[0]) / max(now - last_log[1], 1e-9)
+                    last_log[:] = [step, now]
                     row = {
                         "step": step,
-                        "seconds": round(time.time() - start, 1),
+                        "seconds": round(now - start, 1),
+                        "steps_per_s": round(rate, 4),
                         **{k: round(v, 4) for k, v in running.items()},
                     }
                     history.append(row)
@@ -451,6 +499,8 @@ def _single_threaded_worker(_: int) -> None:
 
 
 def _describe(data: Dataset) -> str:
+    if hasattr(data, "describe"):
+        return data.describe()
     photos = getattr(data, "photos", None)
     if photos is not None:
         return (
@@ -467,15 +517,23 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
         f"--crop {cfg.crop}",
         f"--lr {cfg.lr}",
         f"--seed {cfg.seed}",
-        f"--width {cfg.model.width}",
         f"--max-next-clicks {cfg.max_next_clicks}",
     ]
+    if cfg.model.backbone == "hrnet18":
+        args.append(f"--width {cfg.model.width}")
+    else:
+        args.append(f"--backbone {cfg.model.backbone}")
     if cfg.minutes:
         args.append(f"--minutes {cfg.minutes}")
     if not cfg.model.edge_flow:
         args.append("--no-edge-flow")
     if cfg.train_set != "synthetic":
-        args.append(f"--train-set {cfg.train_set} --root {cfg.root}")
+        args.append(f"--train-set {cfg.train_set}" + (f" --root {cfg.root}" if cfg.root else ""))
+    args.extend(f"--annotations {a} --images {i}" for a, i in zip(cfg.annotations, cfg.images, strict=True))
+    if cfg.samples != TrainConfig.samples:
+        args.append(f"--samples {cfg.samples}")
+    if cfg.backbone_lr_mult != TrainConfig.backbone_lr_mult:
+        args.append(f"--backbone-lr-mult {cfg.backbone_lr_mult}")
     if cfg.model.blocks != EdgeFlowConfig.blocks:
         args.append(f"--blocks {cfg.model.blocks}")
     if cfg.overflow_prob:
