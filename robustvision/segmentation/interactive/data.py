@@ -555,6 +555,7 @@ class DutsFolder:
         return image, (raw >= 128).astype(np.int64)
 
     def sample(self, index: int) -> ISegSample:
+        """Image ``index`` with its thresholded mask."""
         image, mask = self.load(index)
         return ISegSample(self.names[index], image, mask)
 
@@ -782,6 +783,7 @@ class MixedObjects(Dataset):
         return augmented_crop(image, mask, self.size, rng)
 
     def describe(self) -> str:
+        """One line naming each source with its instance count and weight."""
         parts = [
             f"{n} ({len(r)} instances, weight {w:.2f})"
             for n, r, w in zip(self.names, self.readers, self.weights, strict=True)
