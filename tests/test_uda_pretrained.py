@@ -173,6 +173,9 @@ def test_a_checkpoint_written_the_earlier_way_still_loads(tiny_run, tmp_path):
     other = tmp_path / "old.weights"
     _save_the_earlier_way(other, tiny_run, {})
     assert torch.equal(load_adapted(other)[0].predict(x), tiny_run.model.predict(x))
+    # An unrelated NAME.json beside an earlier file does not hide its card.
+    (tmp_path / "old.json").write_text(json.dumps({"miou": 0.1}))
+    assert load_adapted(path)[1]["metrics"]["miou"] == 0.5
     # --init from an earlier file keeps working in the CLI (its config has no `pretrained`).
     assert AdaptConfig.from_dict({**card["config"], "image_size": tuple(card["config"]["image_size"])}).arch
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from robustvision.models.checkpoints import card_path, load_state, load_weights, save_weights
+from robustvision.models.checkpoints import card_path, load_state, load_weights, read_card, save_weights
 from robustvision.registry import Registry
 from robustvision.runtime import make_generator, resolve_device, seed_everything
 from robustvision.segmentation.uda.losses import entropy_loss, seg_cross_entropy, upsample_logits
@@ -348,7 +348,7 @@ def _legacy_card_path(path: Path) -> Path:
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and card, from the ``save_weights`` layout or the earlier ``NAME.safetensors.json`` one."""
     legacy = _legacy_card_path(path)
-    if card_path(path).is_file() or not legacy.is_file():
+    if not legacy.is_file() or (card_path(path).is_file() and read_card(path).get("format") == UDA_FORMAT):
         return load_weights(path, fmt=UDA_FORMAT)
     try:
         card = json.loads(legacy.read_text())
