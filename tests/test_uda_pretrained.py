@@ -106,6 +106,8 @@ def test_cli_pretrained_errors_are_one_line(tmp_path):
     assert isinstance(res.exception, UserError) and "deeplabv2_efficientnet_lite0" in str(res.exception)
     res = runner.invoke(app, ["train", "--iters", "1", "--pretrained", "--init", str(tmp_path / "m.safetensors")])
     assert isinstance(res.exception, UserError) and "--init or --pretrained" in str(res.exception)
+    res = runner.invoke(app, ["train", "--iters", "1", "--out", str(tmp_path / "m.pt")])
+    assert isinstance(res.exception, UserError) and "--out must end in .safetensors" in str(res.exception)
 
 
 def test_cli_trains_a_pretrained_lite0(tmp_path, monkeypatch):

@@ -106,6 +106,8 @@ def _train(
 
     if init is not None and pretrained:
         raise ValueError("give --init or --pretrained, not both: --init already sets every weight")
+    if out is not None and out.suffix != ".safetensors":  # before training, not after it
+        raise ValueError(f"--out must end in .safetensors, got {str(out)!r}")
     size = parse_size(image_size)
     cfg = AdaptConfig(
         method=method, arch=arch, pretrained=pretrained, iters=iters,
