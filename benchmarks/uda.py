@@ -8,6 +8,7 @@ bank's size for several image sizes and batch sizes and the training time per st
 Usage:
     python benchmarks/uda.py                 # 3 seeds (about 20-30 min on 2 free CPU cores)
     python benchmarks/uda.py --quick         # 1 seed, short schedule (a smoke run)
+    python benchmarks/uda.py --arch deeplabv2_efficientnet_lite0 --pretrained   # ImageNet-initialised encoder
 """
 
 from __future__ import annotations
@@ -61,15 +62,16 @@ def run_seed(seed: int, args: argparse.Namespace, size: tuple[int, int], weights
     src = generate_streets("source", args.n_source, (h, w), seed=0)
     tgt = open_domain("synthetic", "target", (h, w), seed=0, n=args.n_target)  # labels dropped
     ev = generate_streets("target", args.n_eval, (h, w), seed=0, split="val")
-    warm_cfg = AdaptConfig(method="source_only", iters=args.warmup, batch_size=args.batch_size,
-                           image_size=(h, w), seed=seed)  # fmt: skip
+    warm_cfg = AdaptConfig(method="source_only", arch=args.arch, pretrained=args.pretrained, iters=args.warmup,
+                           batch_size=args.batch_size, image_size=(h, w), seed=seed)  # fmt: skip
     warm = adapt(warm_cfg, src, tgt)
     wm, _ = evaluate_segmenter(warm.model, ev)
     log = [f"  warm start ({args.warmup} steps) target mIoU {100 * wm.miou:.1f}"]
     out: dict = {}
     bank_nbytes = 0
     for method in METHODS:
-        cfg = AdaptConfig(method=method, iters=args.iters, batch_size=args.batch_size, image_size=(h, w),
+        cfg = AdaptConfig(method=method, arch=args.arch, pretrained=args.pretrained, iters=args.iters,
+                          batch_size=args.batch_size, image_size=(h, w),
                           lr=args.lr, seed=seed, **weights)  # fmt: skip
         r = adapt(cfg, src, tgt, model=copy.deepcopy(warm.model))
         m, _ = evaluate_segmenter(r.model, ev)
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=400, help="source-only warm-start steps per seed")
     ap.add_argument("--iters", type=int, default=300, help="steps per method after the warm start")
     ap.add_argument("--image-size", default="64x128")
+    ap.add_argument("--arch", default="deeplabv2_tiny", help="segmenter (deeplabv2_efficientnet_lite0 ...)")
+    ap.add_argument("--pretrained", action="store_true", help="start the encoder from packaged ImageNet weights")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--n-source", type=int, default=256)
     ap.add_argument("--n-target", type=int, default=256)
@@ -131,7 +135,7 @@ def main() -> None:
     classes = outs[0][0]["classes"]
     print(f"\nTarget mIoU (%) on the generated benchmark, {len(args.seeds)} seeds {args.seeds}, "
           f"{args.warmup} warm-up + {args.iters} steps, batch {args.batch_size}+{args.batch_size}, {h}x{w}, "
-          f"deeplabv2_tiny, loss weights x{s}")  # fmt: skip
+          f"{args.arch}{' (ImageNet encoder)' if args.pretrained else ''}, loss weights x{s}")  # fmt: skip
     print(
         f"{'method':12s} | {'mean':>5s} | {'std':>4s} | {'min':>5s} | {'max':>5s} | per seed           | ms/step |"
         " paper GTA5->CS (R101)"
@@ -153,7 +157,7 @@ def main() -> None:
           f"{'yes' if ordered else 'NO'} (gaps {mean['cfcontra'] - mean['minent']:+.1f}, "
           f"{mean['minent'] - mean['source_only']:+.1f})")  # fmt: skip
     print("\nmemory bank (2 domains x 19 classes x D float32 + flags) vs one batch's per-pixel features:")
-    rows = bank_bytes_table("deeplabv2_tiny", create_segmenter("deeplabv2_tiny").feature_dim)
+    rows = bank_bytes_table(args.arch, create_segmenter(args.arch).feature_dim)
     for name, bank, feats in rows:
         print(f"  {name:22s} bank {2 * bank:7d} B   per-pixel features of the batch {feats:10d} B")
     print(f"  bank bytes in the cfcontra runs: {bank_nbytes}; independent of size and batch: "

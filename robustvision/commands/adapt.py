@@ -37,7 +37,16 @@ EvalTarget = Annotated[
 ]
 Iters = Annotated[int, typer.Option(help="Optimisation steps.")]
 Warmup = Annotated[int | None, typer.Option(help="Source-only steps first (default: half of --iters).")]
-Arch = Annotated[str, typer.Option(help="deeplabv2_tiny (CPU), deeplabv2_resnet18/50/101.")]
+Arch = Annotated[
+    str, typer.Option(help="deeplabv2_tiny (CPU), deeplabv2_resnet18/50/101, deeplabv2_efficientnet_lite0/1/2.")
+]
+Pretrained = Annotated[
+    bool,
+    typer.Option(
+        "--pretrained/--no-pretrained",
+        help="Start the encoder from the packaged ImageNet weights (deeplabv2_efficientnet_lite0/1/2).",
+    ),
+]
 BatchSize = Annotated[int, typer.Option(help="Source and target images per step (each).")]
 ImageSize = Annotated[str, typer.Option(help="HEIGHTxWIDTH every image is resized to.")]
 Optimizer = Annotated[str, typer.Option(help="adamw or sgd (ADVENT: sgd with --lr 2.5e-4).")]
@@ -74,6 +83,7 @@ def _train(
     iters: int,
     warmup_iters: int | None,
     arch: str,
+    pretrained: bool,
     batch_size: int,
     image_size: str,
     optimizer: str,
@@ -94,10 +104,15 @@ def _train(
     from robustvision.segmentation.uda.specs import open_domain
     from robustvision.segmentation.uda.train import AdaptConfig, adapt, load_adapted, save_adapted
 
+    if init is not None and pretrained:
+        raise ValueError("give --init or --pretrained, not both: --init already sets every weight")
+    if out is not None and out.suffix != ".safetensors":  # before training, not after it
+        raise ValueError(f"--out must end in .safetensors, got {str(out)!r}")
     size = parse_size(image_size)
     cfg = AdaptConfig(
-        method=method, arch=arch, iters=iters, warmup_iters=iters // 2 if warmup_iters is None else warmup_iters,
-        batch_size=batch_size, image_size=size, optimizer=optimizer, lr=lr, ent_main=ent_main, ent_aux=ent_aux,
+        method=method, arch=arch, pretrained=pretrained, iters=iters,
+        warmup_iters=iters // 2 if warmup_iters is None else warmup_iters, batch_size=batch_size, image_size=size,
+        optimizer=optimizer, lr=lr, ent_main=ent_main, ent_aux=ent_aux,
         contrast_weight=contrast_weight, fda_beta=fda_beta, seed=seed, device=device,
     ).validate()  # fmt: skip
     model = None
@@ -110,7 +125,8 @@ def _train(
         eval_target = target
     ev = open_domain(eval_target, "eval", size, seed=seed) if eval_target else None
     console.print(f"[bold]{method}[/]: {len(src)} source / {len(tgt)} target images at {size[0]}x{size[1]}, "
-                  f"{iters} steps ({cfg.warmup_iters} source-only warm-up), {cfg.arch} on {device}")  # fmt: skip
+                  f"{iters} steps ({cfg.warmup_iters} source-only warm-up), {cfg.arch}"
+                  f"{' (ImageNet encoder)' if pretrained else ''} on {device}")  # fmt: skip
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -135,7 +151,7 @@ def _train(
                       f"{result.source_bank.prototypes.shape[1]} prototypes = {nbytes} bytes")  # fmt: skip
     console.print(f"{result.seconds_per_iter * 1000:.0f} ms/step; checkpoint {weights} (card {card})")
     if metrics is not None:
-        meta = {"arch": cfg.arch, "config": {"method": method, "seed": seed}}
+        meta = {"arch": cfg.arch, "config": {"method": method, "seed": seed, "pretrained": pretrained}}
         console.print(store_adapt(store, metrics, checkpoint=weights, target=eval_target, card=meta, n=len(ev)))
 
 
@@ -148,6 +164,7 @@ def train(
     iters: Iters = 1000,
     warmup_iters: Warmup = None,
     arch: Arch = "deeplabv2_tiny",
+    pretrained: Pretrained = False,
     batch_size: BatchSize = 4,
     image_size: ImageSize = "64x128",
     optimizer: Optimizer = "adamw",
@@ -164,8 +181,8 @@ def train(
 ) -> None:
     """Train a segmenter on the labelled source and adapt it to the unlabelled target; save a checkpoint."""
     with user_errors():
-        _train(method, source, target, eval_target, iters, warmup_iters, arch, batch_size, image_size, optimizer, lr,
-               ent_main, ent_aux, contrast_weight, fda_beta, seed, device, out, init, store)  # fmt: skip
+        _train(method, source, target, eval_target, iters, warmup_iters, arch, pretrained, batch_size, image_size,
+               optimizer, lr, ent_main, ent_aux, contrast_weight, fda_beta, seed, device, out, init, store)  # fmt: skip
 
 
 @app.command("evaluate")

