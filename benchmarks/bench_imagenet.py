@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.root) if args.root else default_root()
     if root is None or not root.is_dir():
-        missing_data("the ImageNet sample folder (100 photos, labels.csv)", "../shared/data/imagenet_samples", "--root DIR")
+        missing_data("the ImageNet sample folder", "../shared/data/imagenet_samples", "--root DIR")
     print_prerequisites([], [f"ImageNet validation photos in {root}"])
     tmp = tempfile.mkdtemp(prefix="rv_imagenet_")
     store = args.store or str(Path(tmp) / "imagenet.db")

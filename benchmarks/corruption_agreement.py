@@ -91,7 +91,7 @@ def main() -> None:
     shared = shared_data_dir()
     root = Path(args.root) if args.root else (shared / "imagenet_samples" if shared else None)
     if root is None or not root.is_dir():
-        missing_data("the ImageNet sample folder (100 photos, labels.csv)", "../shared/data/imagenet_samples", "--root DIR")
+        missing_data("the ImageNet sample folder", "../shared/data/imagenet_samples", "--root DIR")
     corrupt, err = _reference()
     if corrupt is None:
         missing_data("the reference imagecorruptions", "the package index (pip install imagecorruptions)", "")
