@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from _support import cli, fail, print_prerequisites, run
 
 from robustvision.physical.attack import AttackConfig, optimize_texture
-from robustvision.physical.dataset import load_backgrounds, load_car_assets, make_views, original_texture
-from robustvision.physical.evaluation import evaluate_texture
+from robustvision.physical.data import load_backgrounds, load_car_assets, make_views, original_texture
+from robustvision.physical.evaluate import evaluate_texture
 from robustvision.physical.targets import load_model
 from robustvision.physical.texture import CubeTexture, create_texture, random_cube_colors
 from robustvision.runtime import home_dir, shared_data_dir

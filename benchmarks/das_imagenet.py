@@ -61,7 +61,7 @@ def main() -> None:
 
     from robustvision.commands.das import DAS_IMAGENET_CAR_CLASSES, load_texture
     from robustvision.models import create_model
-    from robustvision.physical.dataset import load_backgrounds, load_car_assets, make_views, original_texture
+    from robustvision.physical.data import load_backgrounds, load_car_assets, make_views, original_texture
     from robustvision.physical.texture import CubeTexture, random_cube_colors
 
     assets = load_car_assets(faces=args.faces)
@@ -76,7 +76,7 @@ def main() -> None:
     for item in [t for t in args.textures.split(",") if t.strip()]:
         name, _, path = item.partition("=")
         paints[name.strip()] = load_texture(path.strip(), assets)
-    from robustvision.physical.dataset import render_views
+    from robustvision.physical.data import render_views
 
     with torch.no_grad():
         images = {name: render_views(views, tex) for name, tex in paints.items()}

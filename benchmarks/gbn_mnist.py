@@ -61,7 +61,7 @@ def parse_method(name: str) -> tuple[str, dict]:
 
 def bench_attacks():
     """The full run's attack list: PGD with a restart per norm (+ MIM), plus APGD wherever it is installed."""
-    from robustvision.defenses.evaluation import AttackSpec
+    from robustvision.defenses.evaluate import AttackSpec
 
     # The first attack of each norm is also the one the GBN adaptive attacks (branch, gate-steering) run.
     return [
@@ -82,8 +82,8 @@ def run_method(method: str, opts: dict) -> dict:
     """Train and evaluate one method, or reload its cached result (runs in its own process when --jobs > 1)."""
     import torch
 
-    from robustvision.defenses.evaluation import attack_list, evaluate_robustness
-    from robustvision.defenses.training import (
+    from robustvision.defenses.evaluate import attack_list, evaluate_robustness
+    from robustvision.defenses.train import (
         DefenseConfig,
         build_model,
         load_defense,
@@ -180,7 +180,7 @@ def _same_config(weights: Path, cfg) -> bool:
 
 def print_results(results: list[dict], n_eval: int) -> None:
     """The comparison table, then per GBN model the routing table and branch-alone accuracy."""
-    from robustvision.defenses.evaluation import RobustnessReport, format_routing
+    from robustvision.defenses.evaluate import RobustnessReport, format_routing
 
     header = f"{'method':<14}{'clean':>7}{'l1':>7}{'l2':>7}{'linf':>7}{'union':>7}{'e2e':>7}{'perfect':>9}"
     header += f"{'train s':>9}{'eval s':>8}"
@@ -237,7 +237,7 @@ def main() -> None:
 
     from _support import missing_data, print_prerequisites
 
-    from robustvision.defenses.training import check_recipe
+    from robustvision.defenses.train import check_recipe
     from robustvision.runtime import shared_data_dir
 
     print_prerequisites([], data=["MNIST test set (t10k-*-idx*-ubyte[.gz]): ../shared/data/mnist or --root"])

@@ -62,7 +62,7 @@ def make_gbn_lenet(seed: int = 0, *, state: dict | None = None, gate_once: bool 
         padding: conv1 padding (None: the zoo's 2; 0: the reference LeNet-5).
     """
     from robustvision.defenses.gbn import REFERENCE_GBN_LAYOUT, convert_to_gbn, tie_gates
-    from robustvision.defenses.training import set_lenet_padding
+    from robustvision.defenses.train import set_lenet_padding
     from robustvision.models import create_model
 
     torch.manual_seed(seed)

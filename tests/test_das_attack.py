@@ -10,8 +10,8 @@ from torch import nn
 
 from robustvision.physical.attack import AttackConfig, _lr_factor, optimize_texture
 from robustvision.physical.attention import GradCAM, find_target_layer, tokens_to_grid
-from robustvision.physical.dataset import CarAssets, make_views, original_texture
-from robustvision.physical.evaluation import average_precision, evaluate_texture, spectral_residual_saliency
+from robustvision.physical.data import CarAssets, make_views, original_texture
+from robustvision.physical.evaluate import average_precision, evaluate_texture, spectral_residual_saliency
 from robustvision.physical.losses import (
     attention_distraction_loss,
     connected_regions,
@@ -262,7 +262,7 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_car_dataset_and_target_checkpoints(assets, tmp_path):
-    from robustvision.physical.dataset import render_car_dataset
+    from robustvision.physical.data import render_car_dataset
     from robustvision.physical.targets import build_detector, load_model, save_model
 
     bgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(2)]

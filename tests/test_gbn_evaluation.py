@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_gbn_lenet
 
-from robustvision.defenses.evaluation import (
+from robustvision.defenses.evaluate import (
     ATTACK_PRESETS,
     AttackSpec,
     BallViolation,

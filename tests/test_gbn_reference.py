@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_gbn_lenet, make_toy_bars
 
-from robustvision.defenses.evaluation import (
+from robustvision.defenses.evaluate import (
     AttackSpec,
     branch_accuracy,
     evaluate_robustness,
@@ -30,7 +30,7 @@ from robustvision.defenses.multi_perturbation import (
     reference_attack,
     sphere_start,
 )
-from robustvision.defenses.training import (
+from robustvision.defenses.train import (
     DefenseConfig,
     build_model,
     clean_accuracy,

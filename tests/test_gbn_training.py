@@ -9,7 +9,7 @@ from conftest import make_toy_bars
 from robustvision.data.base import TensorClassificationDataset
 from robustvision.defenses.gbn import gbn_layers
 from robustvision.defenses.multi_perturbation import AttackSettings, create_method, list_methods
-from robustvision.defenses.training import (
+from robustvision.defenses.train import (
     DefenseConfig,
     build_model,
     load_defense,

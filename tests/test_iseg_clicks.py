@@ -19,7 +19,7 @@ from robustvision.segmentation.interactive import (
     number_of_clicks,
     sample_next_click,
 )
-from robustvision.segmentation.interactive.evaluation import summarize
+from robustvision.segmentation.interactive.evaluate import summarize
 from robustvision.segmentation.interactive.predictor import Predictor, box_iou, object_roi, to_image_tensor
 
 

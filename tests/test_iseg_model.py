@@ -18,7 +18,7 @@ from robustvision.segmentation.interactive.model import (
     load_edgeflow,
     save_edgeflow,
 )
-from robustvision.segmentation.interactive.training import TrainConfig, boundary_band, train_edgeflow
+from robustvision.segmentation.interactive.train import TrainConfig, boundary_band, train_edgeflow
 
 TINY = dict(width=4, num_branches=3, stem_channels=8, head_channels=8, fine_channels=4)
 
@@ -155,7 +155,7 @@ def test_training_runs_and_learns_something(tmp_path):
 def test_interrupted_training_resumes_bit_identically(tmp_path):
     from safetensors.torch import load_file
 
-    from robustvision.segmentation.interactive.training import state_path
+    from robustvision.segmentation.interactive.train import state_path
 
     def cfg(**kw):
         base = dict(steps=4, batch_size=2, crop=48, samples=6, warmup=1, checkpoint_every=1, max_next_clicks=1)
@@ -189,7 +189,7 @@ def test_interrupted_training_resumes_bit_identically(tmp_path):
 def test_overflow_start_is_an_over_segmentation_with_a_negative_click_in_it():
     import cv2
 
-    from robustvision.segmentation.interactive.training import overflow_start
+    from robustvision.segmentation.interactive.train import overflow_start
 
     gt = np.zeros((96, 96), bool)
     gt[30:70, 25:60] = True
@@ -215,7 +215,7 @@ def test_training_with_overflow_starts(tmp_path):
 
 
 def test_extra_clicks_widen_the_initial_click_counts(tmp_path):
-    from robustvision.segmentation.interactive.training import initial_clicks
+    from robustvision.segmentation.interactive.train import initial_clicks
 
     gt = np.zeros((96, 96), bool)
     gt[20:76, 20:76] = True

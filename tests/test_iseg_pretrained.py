@@ -30,7 +30,7 @@ from robustvision.segmentation.interactive.model import (
     load_edgeflow,
     save_edgeflow,
 )
-from robustvision.segmentation.interactive.training import TrainConfig, compute_loss
+from robustvision.segmentation.interactive.train import TrainConfig, compute_loss
 
 runner = CliRunner()
 LITE0 = EdgeFlowConfig(backbone="efficientnet_lite0", fpn_channels=16, head_channels=8, fine_channels=4)

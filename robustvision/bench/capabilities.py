@@ -101,7 +101,7 @@ def defend_rows(report: Mapping[str, Any], *, dataset: str, model: str, techniqu
     """The rows of one ``defend evaluate``: per-norm and union accuracy, and the GBN routing diagnosis if present.
 
     Args:
-        report: :meth:`RobustnessReport.to_dict <robustvision.defenses.evaluation.RobustnessReport.to_dict>`.
+        report: :meth:`RobustnessReport.to_dict <robustvision.defenses.evaluate.RobustnessReport.to_dict>`.
         dataset: the data set.
         model: the checkpoint's name.
         technique: its training method.
@@ -140,7 +140,7 @@ def das_rows(textures: Mapping[str, Mapping[str, float]], *, car: str, n: int, s
     """The rows of ``das optimize`` / ``das evaluate``: car accuracy of every model under every texture.
 
     Args:
-        textures: texture label -> :func:`~robustvision.physical.evaluation.evaluate_texture`'s output
+        textures: texture label -> :func:`~robustvision.physical.evaluate.evaluate_texture`'s output
             (``acc/<model>``, ``det_ap50``, naturalness).
         car: the car mesh's name (the data set is ``das:<car>``).
         n: held-out views.
@@ -165,7 +165,7 @@ def iseg_rows(summaries: Iterable[Any], *, dataset: str, technique: str) -> list
     """The rows of ``iseg evaluate``: NoC, instances over the budget, IoU@k and click latency per predictor.
 
     Args:
-        summaries: :class:`~robustvision.segmentation.interactive.evaluation.NocSummary` per predictor.
+        summaries: :class:`~robustvision.segmentation.interactive.evaluate.NocSummary` per predictor.
         dataset: the evaluation set.
         technique: the checkpoint's name (``default`` for the shipped weights).
     """

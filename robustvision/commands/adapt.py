@@ -99,7 +99,7 @@ def _train(
     store: str | None = None,
 ) -> None:
     from robustvision.bench.capabilities import store_adapt
-    from robustvision.segmentation.uda.datasets import parse_size
+    from robustvision.segmentation.uda.data import parse_size
     from robustvision.segmentation.uda.evaluate import evaluate_segmenter
     from robustvision.segmentation.uda.specs import open_domain
     from robustvision.segmentation.uda.train import AdaptConfig, adapt, load_adapted, save_adapted
@@ -200,7 +200,7 @@ def evaluate(
     """Per-class IoU and mIoU on a labelled target, a confusion-matrix PNG and prediction overlays."""
     with user_errors():
         from robustvision.bench.capabilities import store_adapt
-        from robustvision.segmentation.uda.datasets import parse_size
+        from robustvision.segmentation.uda.data import parse_size
         from robustvision.segmentation.uda.evaluate import evaluate_segmenter, save_confusion_png, save_overlays
         from robustvision.segmentation.uda.specs import open_domain
         from robustvision.segmentation.uda.train import load_adapted

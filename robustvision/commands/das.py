@@ -33,7 +33,7 @@ def __getattr__(name: str):
 
 
 def _assets(mesh: str | None, faces: str | None, seed_texture: str | None, edge: str | None, procedural: bool):
-    from robustvision.physical.dataset import load_car_assets
+    from robustvision.physical.data import load_car_assets
 
     if mesh is not None and Path(mesh).suffix.lower() not in MESH_SUFFIXES:
         raise ValueError(f"--mesh {mesh!r} is not a mesh file ({', '.join(MESH_SUFFIXES)})")
@@ -55,7 +55,7 @@ def dataset(
 ) -> None:
     """Render car-vs-not-car images over real backgrounds (car: original or random paint)."""
     with user_errors():
-        from robustvision.physical.dataset import load_backgrounds, render_car_dataset
+        from robustvision.physical.data import load_backgrounds, render_car_dataset
 
         assets = _assets(mesh, faces, None, None, procedural)
         bgs = load_backgrounds(backgrounds)
@@ -171,8 +171,8 @@ def optimize(
     with user_errors():
         from robustvision.bench.capabilities import store_das
         from robustvision.physical.attack import AttackConfig, optimize_texture
-        from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
-        from robustvision.physical.evaluation import evaluate_texture
+        from robustvision.physical.data import load_backgrounds, make_views, original_texture
+        from robustvision.physical.evaluate import evaluate_texture
         from robustvision.physical.report import write_gallery
         from robustvision.physical.texture import create_texture
         from robustvision.runtime import resolve_device
@@ -303,8 +303,8 @@ def evaluate(
     """Measure a texture's car accuracy on any models (and AP@0.5 of a detector) on held-out views."""
     with user_errors():
         from robustvision.bench.capabilities import das_texture_label, store_das
-        from robustvision.physical.dataset import load_backgrounds, make_views, original_texture
-        from robustvision.physical.evaluation import evaluate_texture
+        from robustvision.physical.data import load_backgrounds, make_views, original_texture
+        from robustvision.physical.evaluate import evaluate_texture
         from robustvision.physical.targets import load_model
         from robustvision.physical.texture import create_texture
 

@@ -72,7 +72,7 @@ def train(
     with user_errors():
         import torch
 
-        from robustvision.defenses.training import (
+        from robustvision.defenses.train import (
             DefenseConfig,
             build_model,
             save_defense,
@@ -163,9 +163,9 @@ def evaluate(
 
         from robustvision.bench.capabilities import store_defend
         from robustvision.commands import check_at_least
-        from robustvision.defenses.evaluation import attack_list, evaluate_robustness, format_report, parse_attack
+        from robustvision.defenses.evaluate import attack_list, evaluate_robustness, format_report, parse_attack
         from robustvision.defenses.multi_perturbation import budgets_for
-        from robustvision.defenses.training import load_defense, split_dataset, validation_part
+        from robustvision.defenses.train import load_defense, split_dataset, validation_part
         from robustvision.runtime import resolve_device
 
         check_at_least("--n", n, 1, " image")

@@ -69,7 +69,7 @@ def train(
     --resume continues exactly where it stopped."""
     with user_errors():
         from robustvision.segmentation.interactive.model import BACKBONES, EdgeFlowConfig
-        from robustvision.segmentation.interactive.training import TrainConfig, train_edgeflow
+        from robustvision.segmentation.interactive.train import TrainConfig, train_edgeflow
 
         if out.suffix != ".safetensors":
             raise ValueError(f"--out must end in .safetensors, got {out}")
@@ -105,7 +105,7 @@ def train(
         with Progress(console=console) as progress:
             task = progress.add_task("training", total=steps)
             if resume:
-                from robustvision.segmentation.interactive.training import state_path
+                from robustvision.segmentation.interactive.train import state_path
 
                 if state_path(out).is_file():
                     progress.console.print(f"resuming from {state_path(out)}")

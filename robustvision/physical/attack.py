@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustvision.physical.attention import GradCAM
-from robustvision.physical.dataset import CarAssets, ViewSet, random_background
+from robustvision.physical.data import CarAssets, ViewSet, random_background
 from robustvision.physical.losses import (
     DASWeights,
     attention_distraction_loss,

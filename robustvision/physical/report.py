@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustvision.physical.dataset import ViewSet, render_views
+from robustvision.physical.data import ViewSet, render_views
 from robustvision.physical.train import predict
 
 __all__ = ["write_gallery"]

@@ -226,8 +226,8 @@ def train_targets(
     Returns:
         ``{name: figures}``: test accuracy and car accuracy by paint for classifiers, AP@0.5 for the detector.
     """
-    from robustvision.physical.dataset import load_split
-    from robustvision.physical.evaluation import car_accuracy, split_ap
+    from robustvision.physical.data import load_split
+    from robustvision.physical.evaluate import car_accuracy, split_ap
 
     data = Path(data)
     tr, te = load_split(data, "train"), load_split(data, "test")

@@ -23,7 +23,7 @@ from robustvision.segmentation.interactive.clicks import (
     iou,
     sample_next_click,
 )
-from robustvision.segmentation.interactive.evaluation import (
+from robustvision.segmentation.interactive.evaluate import (
     NocSummary,
     evaluate_dataset,
     evaluate_sample,

@@ -11,7 +11,7 @@ Example:
     >>> result = adapt(AdaptConfig(method="minent", iters=2, batch_size=2), src, tgt)
 """
 
-from robustvision.segmentation.uda.datasets import GTA5, Cityscapes, PhotoFolder, TensorSegmentation, parse_size
+from robustvision.segmentation.uda.data import GTA5, Cityscapes, PhotoFolder, TensorSegmentation, parse_size
 from robustvision.segmentation.uda.evaluate import (
     SegMetrics,
     confusion_matrix,

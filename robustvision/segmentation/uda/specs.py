@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from robustvision.segmentation.uda.datasets import GTA5, Cityscapes, PhotoFolder, SegmentationData, TensorSegmentation
+from robustvision.segmentation.uda.data import GTA5, Cityscapes, PhotoFolder, SegmentationData, TensorSegmentation
 from robustvision.segmentation.uda.labels import IGNORE_INDEX
 from robustvision.segmentation.uda.synthetic import generate_streets
 

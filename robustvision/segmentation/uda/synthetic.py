@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from robustvision.runtime import seed_from_key, shared_data_dir
-from robustvision.segmentation.uda.datasets import IMAGE_EXTENSIONS, TensorSegmentation
+from robustvision.segmentation.uda.data import IMAGE_EXTENSIONS, TensorSegmentation
 from robustvision.segmentation.uda.labels import CLASS_NAMES, IGNORE_INDEX
 
 ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, SKY, PERSON, CAR = (

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustvision.physical.dataset import ViewSet, render_views
+from robustvision.physical.data import ViewSet, render_views
 from robustvision.physical.targets import CarDetector
 from robustvision.physical.train import box_iou, predict
 
