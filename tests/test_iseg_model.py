@@ -18,7 +18,7 @@ from robustvision.segmentation.interactive.model import (
     load_edgeflow,
     save_edgeflow,
 )
-from robustvision.segmentation.interactive.train import TrainConfig, boundary_band, train_edgeflow
+from robustvision.segmentation.interactive.train import EdgeFlowTrainConfig, boundary_band, train_edgeflow
 
 TINY = dict(width=4, num_branches=3, stem_channels=8, head_channels=8, fine_channels=4)
 
@@ -144,7 +144,7 @@ def test_float_image_input_matches_uint8():
 
 
 def test_training_runs_and_learns_something(tmp_path):
-    cfg = TrainConfig(steps=3, batch_size=2, crop=48, samples=16, warmup=1, model=EdgeFlowConfig(**TINY))
+    cfg = EdgeFlowTrainConfig(steps=3, batch_size=2, crop=48, samples=16, warmup=1, model=EdgeFlowConfig(**TINY))
     card = train_edgeflow(cfg, tmp_path / "t.safetensors", log_every=1)
     assert card["steps_done"] == 3 and card["recipe"]["seed"] == 0 and len(card["history"]) == 3
     assert all(np.isfinite(r["loss"]) for r in card["history"])
@@ -159,7 +159,7 @@ def test_interrupted_training_resumes_bit_identically(tmp_path):
 
     def cfg(**kw):
         base = dict(steps=4, batch_size=2, crop=48, samples=6, warmup=1, checkpoint_every=1, max_next_clicks=1)
-        return TrainConfig(model=EdgeFlowConfig(**TINY), **{**base, **kw})
+        return EdgeFlowTrainConfig(model=EdgeFlowConfig(**TINY), **{**base, **kw})
 
     straight = train_edgeflow(cfg(), tmp_path / "a.safetensors", log_every=1)
 
@@ -206,7 +206,7 @@ def test_overflow_start_is_an_over_segmentation_with_a_negative_click_in_it():
 
 
 def test_training_with_overflow_starts(tmp_path):
-    cfg = TrainConfig(
+    cfg = EdgeFlowTrainConfig(
         steps=2, batch_size=2, crop=48, samples=4, warmup=1, overflow_prob=1.0, model=EdgeFlowConfig(**TINY)
     )
     card = train_edgeflow(cfg, tmp_path / "o.safetensors", log_every=1)
@@ -236,7 +236,9 @@ def test_extra_clicks_widen_the_initial_click_counts(tmp_path):
     pos12, neg12 = counts(12)
     assert 3 < max(pos12) <= 12 and 3 < max(neg12) <= 12
     assert np.mean(pos12) > np.mean(pos3) and np.mean(neg12) > np.mean(neg3)
-    cfg = TrainConfig(steps=1, batch_size=2, crop=48, samples=4, warmup=1, extra_clicks=8, model=EdgeFlowConfig(**TINY))
+    cfg = EdgeFlowTrainConfig(
+        steps=1, batch_size=2, crop=48, samples=4, warmup=1, extra_clicks=8, model=EdgeFlowConfig(**TINY)
+    )
     assert "--extra-clicks 8" in train_edgeflow(cfg, tmp_path / "x.safetensors")["command"]
 
 
@@ -244,8 +246,10 @@ def test_worker_processes_and_click_threads_do_not_change_the_result(tmp_path):
     from safetensors.torch import load_file
 
     base = dict(steps=3, batch_size=3, crop=48, samples=9, warmup=1, max_next_clicks=2, seed=4)
-    serial = train_edgeflow(TrainConfig(model=EdgeFlowConfig(**TINY), **base), tmp_path / "a.safetensors")
-    parallel = train_edgeflow(TrainConfig(model=EdgeFlowConfig(**TINY), workers=2, **base), tmp_path / "b.safetensors")
+    serial = train_edgeflow(EdgeFlowTrainConfig(model=EdgeFlowConfig(**TINY), **base), tmp_path / "a.safetensors")
+    parallel = train_edgeflow(
+        EdgeFlowTrainConfig(model=EdgeFlowConfig(**TINY), workers=2, **base), tmp_path / "b.safetensors"
+    )
     wa, wb = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert serial["final_running"] == parallel["final_running"] and parallel["recipe"]["workers"] == 2
@@ -254,11 +258,11 @@ def test_worker_processes_and_click_threads_do_not_change_the_result(tmp_path):
 def test_init_from_checkpoint_and_architecture_mismatch(tmp_path):
     base = dict(steps=1, batch_size=2, crop=48, samples=4, warmup=1)
     first = tmp_path / "first.safetensors"
-    train_edgeflow(TrainConfig(model=EdgeFlowConfig(**TINY), **base), first)
+    train_edgeflow(EdgeFlowTrainConfig(model=EdgeFlowConfig(**TINY), **base), first)
     card = train_edgeflow(
-        TrainConfig(model=EdgeFlowConfig(**TINY), init=str(first), **base), tmp_path / "second.safetensors"
+        EdgeFlowTrainConfig(model=EdgeFlowConfig(**TINY), init=str(first), **base), tmp_path / "second.safetensors"
     )
     assert card["recipe"]["init"] == str(first) and "--init" in card["command"]
     other = EdgeFlowConfig(**{**TINY, "edge_flow": not EdgeFlowConfig(**TINY).edge_flow})
     with pytest.raises(ValueError, match="another architecture"):
-        train_edgeflow(TrainConfig(model=other, init=str(first), **base), tmp_path / "third.safetensors")
+        train_edgeflow(EdgeFlowTrainConfig(model=other, init=str(first), **base), tmp_path / "third.safetensors")

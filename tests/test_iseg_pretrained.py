@@ -30,7 +30,7 @@ from robustvision.segmentation.interactive.model import (
     load_edgeflow,
     save_edgeflow,
 )
-from robustvision.segmentation.interactive.train import TrainConfig, compute_loss
+from robustvision.segmentation.interactive.train import EdgeFlowTrainConfig, compute_loss
 
 runner = CliRunner()
 LITE0 = EdgeFlowConfig(backbone="efficientnet_lite0", fpn_channels=16, head_channels=8, fine_channels=4)
@@ -270,7 +270,7 @@ def test_one_real_object_is_learned_to_iou_090(duts):
     )
     net = build_edgeflow(EdgeFlowConfig(backbone="efficientnet_lite0"), pretrained=True)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    cfg = TrainConfig()
+    cfg = EdgeFlowTrainConfig()
     best = 0.0
     for _ in range(60):
         net.train()

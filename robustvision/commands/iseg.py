@@ -69,7 +69,7 @@ def train(
     --resume continues exactly where it stopped."""
     with user_errors():
         from robustvision.segmentation.interactive.model import BACKBONES, EdgeFlowConfig
-        from robustvision.segmentation.interactive.train import TrainConfig, train_edgeflow
+        from robustvision.segmentation.interactive.train import EdgeFlowTrainConfig, train_edgeflow
 
         if out.suffix != ".safetensors":
             raise ValueError(f"--out must end in .safetensors, got {out}")
@@ -84,7 +84,7 @@ def train(
             raise ValueError(f"each --annotations needs one --images folder: got {len(annotations)} and {len(images)}")
         if samples < 1 or not backbone_lr_mult >= 0:
             raise ValueError("--samples must be >= 1 and --backbone-lr-mult >= 0")
-        cfg = TrainConfig(
+        cfg = EdgeFlowTrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
             minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
             workers=workers, warmup=warmup, overflow_prob=overflow_prob, extra_clicks=extra_clicks,

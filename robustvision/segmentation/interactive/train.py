@@ -35,7 +35,7 @@ from robustvision.segmentation.interactive.predictor import mask_boundary
 
 
 @dataclass
-class TrainConfig:
+class EdgeFlowTrainConfig:
     """The ``robustvision iseg train`` recipe (saved in the model card).
 
     Attributes:
@@ -180,7 +180,7 @@ def _coord(aux: torch.Tensor, clicks: list[list[Click]], size: int) -> torch.Ten
 
 
 def compute_loss(
-    out: dict[str, torch.Tensor], gt: torch.Tensor, valid: torch.Tensor, cfg: TrainConfig
+    out: dict[str, torch.Tensor], gt: torch.Tensor, valid: torch.Tensor, cfg: EdgeFlowTrainConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss and its parts. ``gt`` and ``valid`` are ``B x 1 x H x W`` floats."""
     parts = {"nfl": normalized_focal_loss(out["instances"], gt, valid)}
@@ -192,7 +192,7 @@ def compute_loss(
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def build_train_set(cfg: TrainConfig) -> Dataset:
+def build_train_set(cfg: EdgeFlowTrainConfig) -> Dataset:
     """The training data set the recipe names."""
     from robustvision.segmentation.interactive.data import (
         COCO_TRAIN_FILES,
@@ -276,7 +276,7 @@ def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in recipe.items() if k not in ("threads", "workers", "checkpoint_every")}
 
 
-def _save_state(path: Path, net, opt, cfg: TrainConfig, step: int, elapsed: float, history, running) -> None:
+def _save_state(path: Path, net, opt, cfg: EdgeFlowTrainConfig, step: int, elapsed: float, history, running) -> None:
     state = {
         "format": "robustvision.iseg.train-state/1",
         "recipe": asdict(cfg),
@@ -290,7 +290,7 @@ def _save_state(path: Path, net, opt, cfg: TrainConfig, step: int, elapsed: floa
     atomic_torch_save(state, path)
 
 
-def _load_state(path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+def _load_state(path: Path, cfg: EdgeFlowTrainConfig, device: torch.device) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:
@@ -307,7 +307,7 @@ def _load_state(path: Path, cfg: TrainConfig, device: torch.device) -> dict[str,
     return state
 
 
-def _init_weights(net: torch.nn.Module, path: str, cfg: TrainConfig) -> None:
+def _init_weights(net: torch.nn.Module, path: str, cfg: EdgeFlowTrainConfig) -> None:
     from robustvision.segmentation.interactive.model import load_edgeflow
 
     init, card = load_edgeflow(path)
@@ -319,7 +319,7 @@ def _init_weights(net: torch.nn.Module, path: str, cfg: TrainConfig) -> None:
 
 
 def train_edgeflow(
-    cfg: TrainConfig,
+    cfg: EdgeFlowTrainConfig,
     out_path: str | Path,
     device: str | torch.device = "cpu",
     log: Callable[[int, dict[str, float]], None] | None = None,
@@ -510,7 +510,7 @@ def _describe(data: Dataset) -> str:
     return f"{type(data).__name__}: {len(data)} samples"  # type: ignore[arg-type]
 
 
-def _cli_args(cfg: TrainConfig) -> list[str]:
+def _cli_args(cfg: EdgeFlowTrainConfig) -> list[str]:
     args = [
         f"--steps {cfg.steps}",
         f"--batch-size {cfg.batch_size}",
@@ -530,17 +530,17 @@ def _cli_args(cfg: TrainConfig) -> list[str]:
     if cfg.train_set != "synthetic":
         args.append(f"--train-set {cfg.train_set}" + (f" --root {cfg.root}" if cfg.root else ""))
     args.extend(f"--annotations {a} --images {i}" for a, i in zip(cfg.annotations, cfg.images, strict=True))
-    if cfg.samples != TrainConfig.samples:
+    if cfg.samples != EdgeFlowTrainConfig.samples:
         args.append(f"--samples {cfg.samples}")
-    if cfg.backbone_lr_mult != TrainConfig.backbone_lr_mult:
+    if cfg.backbone_lr_mult != EdgeFlowTrainConfig.backbone_lr_mult:
         args.append(f"--backbone-lr-mult {cfg.backbone_lr_mult}")
     if cfg.model.blocks != EdgeFlowConfig.blocks:
         args.append(f"--blocks {cfg.model.blocks}")
     if cfg.overflow_prob:
         args.append(f"--overflow-prob {cfg.overflow_prob}")
-    if cfg.extra_clicks != TrainConfig.extra_clicks:
+    if cfg.extra_clicks != EdgeFlowTrainConfig.extra_clicks:
         args.append(f"--extra-clicks {cfg.extra_clicks}")
-    if cfg.warmup != TrainConfig.warmup:
+    if cfg.warmup != EdgeFlowTrainConfig.warmup:
         args.append(f"--warmup {cfg.warmup}")
     if cfg.init:
         args.append(f"--init {cfg.init}")
