@@ -228,24 +228,14 @@ def _write(store: Any, cfg: BenchConfig, records: list[CellRecord]) -> None:
     import time
     import uuid
 
-    import robustvision
-    from robustvision.bench.plan import config_hash
+    from robustvision.bench.runner import record_bench_run
     from robustvision.bench.store import ResultsStore
-    from robustvision.runtime import git_commit
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     config = {**cfg.to_dict(), "api": "robustvision.evaluate"}
 
     def write(rs: ResultsStore) -> None:
-        rs.record_run(
-            run_id,
-            dataset=cfg.dataset,
-            preset=cfg.preset,
-            config=config,
-            config_hash=config_hash(config),
-            package_version=robustvision.__version__,
-            git_commit=git_commit(),
-        )
+        record_bench_run(rs, run_id, cfg, config)
         for rec in records:
             rs.write_cell(run_id, rec)
 

@@ -510,6 +510,22 @@ def prepare(
     return Prepared(cfg=cfg, data=data, models=models, plan=plan)
 
 
+def record_bench_run(store: ResultsStore, run_id: str, cfg: BenchConfig, config: dict[str, Any]) -> None:
+    """Record one bench run (its config, hash, package version and git commit) in ``store``."""
+    import robustvision
+    from robustvision.runtime import git_commit
+
+    store.record_run(
+        run_id,
+        dataset=cfg.dataset,
+        preset=cfg.preset,
+        config=config,
+        config_hash=config_hash(config),
+        package_version=robustvision.__version__,
+        git_commit=git_commit(),
+    )
+
+
 def run_bench(
     cfg: BenchConfig,
     models: list[ModelEntry] | None,
@@ -529,24 +545,12 @@ def run_bench(
         run_id: this invocation's id (default: a new one).
         prepared: the run's :func:`prepare` (data, models, plan, built noises); default: prepared here.
     """
-    import robustvision
-    from robustvision.runtime import git_commit
-
     t0 = time.perf_counter()
     if prepared is None:
         prepared = prepare(cfg, models)
     plan, images, labels, files = prepared.plan, prepared.data.images, prepared.data.labels, prepared.data.files
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    config = cfg.to_dict()
-    store.record_run(
-        run_id,
-        dataset=cfg.dataset,
-        preset=cfg.preset,
-        config=config,
-        config_hash=config_hash(config),
-        package_version=robustvision.__version__,
-        git_commit=git_commit(),
-    )
+    record_bench_run(store, run_id, cfg, cfg.to_dict())
     have = store.stored_cells((c.key, c.config_hash) for c in plan.cells)
     todo = [c for c in plan.cells if (c.key, c.config_hash) not in have]
     # Another run on this store may be computing some of these cells now: leave them to it (see ResultsStore.claims).
