@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import pickle
 from collections import Counter
 
 import pytest
@@ -176,3 +177,37 @@ def test_prepare_uses_given_data_and_models():
     assert prepared.data is data and prepared.models == ENTRIES
     assert [c.n for c in prepared.plan.cells] == [6] * 4 and set(prepared.plan.noises) == {("fog", (("severity", 3),))}
     assert load_data(cfg).files == ()  # digits is not read from image files
+
+
+def test_worker_tasks_use_the_noises_built_while_planning(counted, tmp_path, monkeypatch):
+    from robustvision.bench import runner
+
+    ckpt = tmp_path / "a.safetensors"
+    save_checkpoint(_lenet(), ckpt, {"technique": "standard"})
+    cfg = load_config(
+        "quick", store="unused.db", checkpoints=[str(ckpt)], noises=["fgsm", "fog@3"], n_examples=24,
+        n_adversarial=12, checks=False, out="",
+    )  # fmt: skip
+    prepared = prepare(cfg)
+    built = sum(counted["noises"].values())
+    assert built == 4  # three fgsm budgets and fog, once each
+    # what a worker process receives: the data, the settings and the planned noises, pickled once
+    shipped = pickle.loads(pickle.dumps(dict(prepared.plan.noises)))
+    settings = runner.EvalSettings("cpu", 64, 1, ())
+    for key, value in {"images": prepared.data.images, "labels": prepared.data.labels, "settings": settings}.items():
+        monkeypatch.setitem(runner._WORKER_DATA, key, value)
+    monkeypatch.setitem(runner._WORKER_DATA, "noises", shipped)
+    in_process = []
+    for unit in runner.make_units(prepared.plan.cells):
+        records = runner._process_task(unit)
+        data = prepared.data
+        expected = runner.evaluate_unit(unit, data.images, data.labels, None, settings, prepared.plan.noises)
+        assert [r.metrics for r in records] == [r.metrics for r in expected]
+        in_process += records
+    assert len(in_process) == 5 and sum(counted["noises"].values()) == built  # no noise rebuilt in the "worker"
+
+
+def test_every_noise_of_the_default_suite_pickles():
+    suite = noise_settings(load_config("default", store="unused.db"), image_size=32, channels=3, has_files=False)
+    assert len(suite.built) > 50
+    assert set(pickle.loads(pickle.dumps(suite.built))) == set(suite.built)

@@ -148,8 +148,8 @@ def evaluate_unit(
         images, labels: the evaluation images (``N x C x H x W`` in [0, 1]) in evaluation order; cells use a prefix.
         blobs: checkpoint bytes by path (Ray workers without the files), or ``None`` to read the paths.
         settings: device, batch size, threads.
-        noises: the noises built while planning, by ``(noise, noise_kwargs)`` (:attr:`Plan.noises`); a noise not
-            there (worker processes, Ray tasks) is built here.
+        noises: the noises built while planning, by ``(noise, noise_kwargs)`` (:attr:`Plan.noises`); worker
+            processes and Ray tasks get them pickled from the driver. A noise not there is built here.
     """
     from robustvision.noises import create_noise
 
@@ -286,10 +286,10 @@ def run_local(
     """Evaluate the units on this machine: one after another in this process (``workers=1``; torch's thread
     count is restored afterwards), or spread over ``workers`` worker processes with ``settings.threads or 1``
     torch threads each. Small CPU models scale far better across processes than across threads; every cell is
-    seeded from its key, so the numbers do not depend on the split. In this process the units use ``noises``
-    (built while planning); worker processes build their own."""
+    seeded from its key, so the numbers do not depend on the split. Every unit uses ``noises`` (built once while
+    planning); worker processes receive them pickled, once each."""
     if workers > 1 and len(units) > 1:
-        _run_processes(units, images, labels, settings, on_records, workers)
+        _run_processes(units, images, labels, settings, on_records, workers, noises)
         return
     threads = torch.get_num_threads()
     try:
@@ -302,18 +302,20 @@ def run_local(
 _WORKER_DATA: dict[str, Any] = {}
 
 
-def _init_worker(parent_pid: int, images, labels, settings: EvalSettings) -> None:
+def _init_worker(parent_pid: int, images, labels, settings: EvalSettings, noises=None) -> None:
     exit_with_parent(parent_pid)  # a killed run must not leave workers behind
     torch.set_num_threads(settings.threads)
-    _WORKER_DATA.update(images=images, labels=labels, settings=settings)
+    _WORKER_DATA.update(images=images, labels=labels, settings=settings, noises=noises)
 
 
 def _process_task(unit: Unit) -> list[CellRecord]:
     d = _WORKER_DATA
-    return evaluate_unit(unit, d["images"], d["labels"], None, d["settings"])
+    return evaluate_unit(unit, d["images"], d["labels"], None, d["settings"], d.get("noises"))
 
 
-def _run_processes(units, images, labels, settings: EvalSettings, on_records: OnRecords, workers: int) -> None:
+def _run_processes(
+    units, images, labels, settings: EvalSettings, on_records: OnRecords, workers: int, noises=None
+) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -321,7 +323,10 @@ def _run_processes(units, images, labels, settings: EvalSettings, on_records: On
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can deadlock.
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        workers, ctx, initializer=_init_worker, initargs=(os.getpid(), images, labels, worker_settings)
+        workers,
+        ctx,
+        initializer=_init_worker,
+        initargs=(os.getpid(), images, labels, worker_settings, dict(noises or {})),
     )
     try:
         # Keep a few units queued per worker so the results stream back in roughly plan order.
@@ -353,8 +358,8 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
 
 
-def _ray_task(unit, images, labels, blobs, settings):  # module level so Ray can pickle it by reference
-    return evaluate_unit(unit, images, labels, blobs, settings)
+def _ray_task(unit, images, labels, blobs, settings, noises=None):  # module level: Ray pickles it by reference
+    return evaluate_unit(unit, images, labels, blobs, settings, noises)
 
 
 def run_ray(
@@ -366,11 +371,12 @@ def run_ray(
     *,
     workers: int,
     address: str | None,
+    noises: Mapping[NoiseKey, Any] | None = None,
 ) -> None:
     """Evaluate the units as Ray tasks (a local Ray instance with ``workers`` CPUs, or the cluster at ``address``).
 
-    The driver ships the images and the checkpoint bytes through Ray's object store, so workers need neither
-    the data set nor the checkpoint files, only the ``robustvision`` package.
+    The driver ships the images, the checkpoint bytes and the noises built while planning through Ray's object
+    store, so workers need neither the data set nor the checkpoint files, only the ``robustvision`` package.
     """
     try:
         import ray
@@ -396,9 +402,10 @@ def run_ray(
         checkpoints = sorted({c.checkpoint for u in units for c in u.cells})
         blobs = {p: (Path(p).read_bytes(), Path(p).with_suffix(".json").read_bytes()) for p in checkpoints}
         ref_images, ref_labels, ref_blobs = ray.put(images), ray.put(labels), ray.put(blobs)
+        ref_noises = ray.put(dict(noises or {}))
         task = ray.remote(num_cpus=1)(_ray_task)
         worker_settings = EvalSettings(settings.device, settings.batch_size, settings.threads or 1, settings.files)
-        pending = {task.remote(u, ref_images, ref_labels, ref_blobs, worker_settings): u for u in units}
+        pending = {task.remote(u, ref_images, ref_labels, ref_blobs, worker_settings, ref_noises): u for u in units}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -583,7 +590,16 @@ def run_bench(
     try:
         if cfg.executor == "ray":
             ray_cpus = cfg.workers or max(1, os.cpu_count() or 1)
-            run_ray(units, images, labels, settings, on_records, workers=ray_cpus, address=cfg.ray_address)
+            run_ray(
+                units,
+                images,
+                labels,
+                settings,
+                on_records,
+                workers=ray_cpus,
+                address=cfg.ray_address,
+                noises=plan.noises,
+            )
         else:
             workers = local_workers(cfg.workers, len(units), cfg.device, {u.cells[0].noise for u in units})
             run_local(units, images, labels, settings, on_records, workers=workers, noises=plan.noises)
