@@ -455,3 +455,58 @@ def test_cli_train_split_only_and_extra_data_recipe(tmp_path):
     assert card["recipe"]["train_images"] == 12 and card["recipe"]["shift"] == 2
     res = r.invoke(app, [*args, "--extra-data", str(tmp_path / "e" / "missing.pt")])
     assert res.exit_code != 0 and "not found" in str(res.exception)
+
+
+def test_car_class_accuracy_top1_and_top5():
+    from robustvision.physical.evaluate import car_class_accuracy
+
+    logits = -torch.arange(10.0).repeat(4, 1)  # no ties: classes 0, 1, 2, ... in that order
+    logits[0, 3] = 9  # top-1 is a car class
+    logits[1, 0], logits[1, 7] = 9, 8  # a car class second: top-5 only
+    logits[2, 0], logits[2, 3] = 9, -20  # top 5 = 0, 1, 2, 4, 5: no car class
+    logits[3, 5], logits[3, 3], logits[3, 7] = 9, -20, -20  # no car class anywhere near the top
+    top1, top5 = car_class_accuracy(logits, (3, 7))
+    assert top1 == 0.25 and top5 == 0.5
+    # a 2-class model has both classes in its top 5: no top-5 figure rather than a trivial 100 %
+    two = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
+    assert car_class_accuracy(two, (1,)) == (pytest.approx(2 / 3), None)
+
+
+def test_transfer_table_shows_every_model_the_same_poses_at_its_own_size(assets):
+    from robustvision.physical.evaluate import TransferModel, transfer_table
+    from robustvision.physical.texture import CubeTexture, random_cube_colors
+
+    bgs = [torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    paints = {
+        "original": original_texture(assets.mesh),
+        "random": CubeTexture(random_cube_colors(assets.mesh.paint_uv(), generator=torch.Generator().manual_seed(1))),
+    }
+    models = {
+        "a32": TransferModel(build_classifier("das_resnet", 2, 32, seed=0), 32, (1,)),
+        "b48": TransferModel(build_classifier("das_resnet", 2, 48, seed=0), 48, (1,)),
+        "c32": TransferModel(build_classifier("das_mixer", 2, 32, seed=1), 32, (0, 1)),  # every class is "car"
+    }
+    seen = []
+    rows = transfer_table(assets.mesh, paints, models, views=5, seed=3, backgrounds=bgs, on_row=seen.append)
+    assert [(r["model"], r["image_size"], r["paint"]) for r in rows] == [
+        (m, s, p) for m, s in (("a32", 32), ("b48", 48), ("c32", 32)) for p in ("original", "random")
+    ]
+    assert seen == rows
+    assert all(r["topk"] is None for r in rows)  # 2 classes: top-1 only
+    assert all(r["top1"] == 1.0 for r in rows if r["model"] == "c32")
+    # the figures are those of the models on the views of that seed, rendered at the model's size
+    vs48 = make_views(assets.mesh, 5, 48, bgs, generator=torch.Generator().manual_seed(3))
+    vs32 = make_views(assets.mesh, 5, 32, bgs, generator=torch.Generator().manual_seed(3))
+    assert vs48.cameras == vs32.cameras  # the same poses at both sizes
+    from robustvision.physical.data import render_views
+
+    for r in rows[2:4]:
+        with torch.no_grad():
+            expected = car_accuracy_of(models["b48"].model, render_views(vs48, paints[r["paint"]]))
+        assert r["top1"] == expected
+
+
+def car_accuracy_of(model, images):
+    from robustvision.physical.evaluate import car_accuracy
+
+    return car_accuracy(model, images)

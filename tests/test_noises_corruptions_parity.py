@@ -304,3 +304,74 @@ def test_elastic_matches_original_formula(images, severity):
         ]
     )
     assert_close(ours(C.ElasticTransform, severity, images, params), refs, "elastic_transform")
+
+
+def _impulse_statistics(before: np.ndarray, after: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Per-element statistics of salt-and-pepper outputs (``N x H x W x C`` in [0, 1], no input value at 0 or 1)."""
+    changed = after != before
+    hits = changed.sum(-1).ravel()  # flipped channels per pixel
+    return {
+        "changed": float(changed.mean()),
+        "to_0": float((after == 0).mean()),
+        "to_1": float((after == 1).mean()),
+        "other": float((changed & (after != 0) & (after != 1)).mean()),  # a change to anything but 0 or 1
+        "per_channel": changed.mean((0, 1, 2)),
+        "hits": np.bincount(hits, minlength=4) / hits.size,
+    }
+
+
+@pytest.mark.parametrize("severity", [3, 5])
+def test_impulse_noise_statistics_match_the_reference(images, severity):
+    """Ours and imagecorruptions' impulse_noise (scikit-image ``random_noise(mode='s&p', amount=c)``, seeded) on a
+    fixed photo: every element (pixel x channel) flips independently with probability c (the ImageNet-C table),
+    half to 0, half to 1, so the channels flipped per pixel are Binomial(3, c)."""
+    from math import comb
+
+    c = C.ImpulseNoise.table["imagenet"][severity - 1]
+    assert C.ImpulseNoise.table["imagenet"] == (0.03, 0.06, 0.09, 0.17, 0.27)  # make_imagenet_c.py's table
+    # no value at 0 or 1 before the noise, so a flipped element is always a changed one
+    photo = np.clip(images[:1], 1, 254)
+    before = np.repeat(photo, 4, 0).astype(np.float64) / 255  # four draws of the same photo
+    noisy = C.ImpulseNoise(severity, profile="imagenet")(
+        torch.from_numpy(before).permute(0, 3, 1, 2).float(), generator=torch.Generator().manual_seed(0)
+    )
+    mine = _impulse_statistics(before.astype(np.float32), noisy.permute(0, 2, 3, 1).numpy())
+    real = ic.sk.util.random_noise
+    rng = np.random.default_rng(0)
+    ref_out = np.stack([np.clip(real(img, mode="s&p", amount=c, rng=rng), 0, 1) for img in before])
+    ref = _impulse_statistics(before, ref_out)
+    n = before.size
+    tol = 5 * np.sqrt(c * (1 - c) / n)  # five standard deviations of a fraction of n Bernoulli(c) elements
+    expected_hits = np.array([comb(3, k) * c**k * (1 - c) ** (3 - k) for k in range(4)])
+    for name, s in (("ours", mine), ("reference", ref)):
+        assert abs(s["changed"] - c) < tol, (name, s["changed"], c)
+        assert abs(s["to_0"] - c / 2) < tol and abs(s["to_1"] - c / 2) < tol, (name, s["to_0"], s["to_1"])
+        assert s["other"] == 0.0, name  # flipped values are exactly 0 or 1
+        assert np.abs(s["per_channel"] - c).max() < 3 * tol, (name, s["per_channel"])
+        assert np.abs(s["hits"] - expected_hits).max() < 3 * tol, (name, s["hits"], expected_hits)
+    for key in ("changed", "to_0", "to_1"):
+        assert abs(mine[key] - ref[key]) < 2 * tol, (key, mine[key], ref[key])
+    assert np.abs(mine["hits"] - ref["hits"]).max() < 3 * tol
+
+
+def test_corruption_agreement_seeds_the_reference_impulse_noise(images):
+    """The benchmark's reference impulse_noise follows ``np.random.seed`` (scikit-image >= 0.19 would not)."""
+    import importlib
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        agreement = importlib.import_module("corruption_agreement")
+    finally:
+        sys.path.remove(str(bench))
+    seeded = agreement.seeded_random_noise(ic.sk.util.random_noise)
+    img = images[0].astype(np.float64) / 255
+    np.random.seed(5)
+    a = seeded(img, mode="s&p", amount=0.09)
+    np.random.seed(5)
+    b = seeded(img, mode="s&p", amount=0.09)
+    np.random.seed(6)
+    other = seeded(img, mode="s&p", amount=0.09)
+    assert np.array_equal(a, b) and not np.array_equal(a, other)
+    assert agreement.seeded_random_noise(seeded) is seeded  # wrapping twice changes nothing

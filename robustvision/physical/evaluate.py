@@ -13,12 +13,15 @@ Naturalness (documented in docs/physical-attack.md) combines two measures on the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustvision.physical.data import ViewSet, render_views
+from robustvision.physical.data import ViewSet, make_views, render_views
 from robustvision.physical.targets import CarDetector
 from robustvision.physical.train import box_iou, predict
 
@@ -30,6 +33,9 @@ __all__ = [
     "spectral_residual_saliency",
     "naturalness",
     "evaluate_texture",
+    "car_class_accuracy",
+    "TransferModel",
+    "transfer_table",
 ]
 
 
@@ -150,3 +156,75 @@ def evaluate_texture(
             seed_images = render_views(views, seed_texture)
         out.update(naturalness(views, images, seed_images))
     return out
+
+
+def car_class_accuracy(logits: torch.Tensor, car_classes: Sequence[int], k: int = 5) -> tuple[float, float | None]:
+    """Top-1 and top-``k`` car accuracy of ``logits`` (``N x classes``).
+
+    Top-1: the top class is a car class (DAS ``test.py``'s criterion). Top-``k``: a car class is among the ``k``
+    highest. A model with ``k`` classes or fewer has every class in its top ``k``, so its top-``k`` figure is
+    ``None`` (not measurable) rather than a trivial 100 %.
+    """
+    cars = torch.as_tensor(list(car_classes), device=logits.device)
+    top1 = float(torch.isin(logits.argmax(1), cars).float().mean())
+    if logits.shape[1] <= k:
+        return top1, None
+    topk = logits.topk(k, dim=1).indices
+    return top1, float(torch.isin(topk, cars).any(1).float().mean())
+
+
+@dataclass
+class TransferModel:
+    """A model measured by :func:`transfer_table`: its input side and the classes that count as "car"."""
+
+    model: nn.Module
+    image_size: int
+    car_classes: Sequence[int]
+
+
+def transfer_table(
+    mesh,
+    textures: dict[str, nn.Module],
+    models: dict[str, TransferModel],
+    *,
+    views: int,
+    seed: int,
+    backgrounds: list[torch.Tensor],
+    k: int = 5,
+    on_row=None,
+) -> list[dict]:
+    """Car accuracy of every texture on every model, each model seeing the same views at its own input size.
+
+    The views are drawn once per image size from a generator seeded with ``seed``; camera draws do not depend
+    on the size, so every size shows the same poses over the same background crops. That is checked: a size
+    whose cameras differ from the first size's (a view redrawn because it showed no paint) raises
+    ``ValueError``.
+
+    Returns:
+        one row per model and texture: ``model``, ``image_size``, ``paint``, ``top1`` and ``topk``
+        (:func:`car_class_accuracy`) and ``top_classes`` (the five most frequent top-1 classes with their counts).
+        ``on_row(row)`` is called as each row is measured.
+    """
+    from collections import Counter
+
+    rendered: dict[int, dict[str, torch.Tensor]] = {}  # image size -> paint -> images
+    cameras = None
+    rows = []
+    for name, m in models.items():
+        size = int(m.image_size)
+        if size not in rendered:
+            vs = make_views(mesh, views, size, backgrounds, generator=torch.Generator().manual_seed(seed))
+            if cameras is not None and vs.cameras != cameras:
+                raise ValueError(f"the views at {size} px are not the same poses as at the first size")
+            cameras = vs.cameras
+            with torch.no_grad():
+                rendered[size] = {paint: render_views(vs, tex) for paint, tex in textures.items()}
+        for paint, images in rendered[size].items():
+            logits = predict(m.model, images, batch_size=16)
+            top1, topk = car_class_accuracy(logits, m.car_classes, k)
+            common = Counter(logits.argmax(1).tolist()).most_common(5)
+            row = {"model": name, "image_size": size, "paint": paint, "top1": top1, "topk": topk, "top_classes": common}
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
