@@ -103,6 +103,11 @@ def check(
         console.print(
             f"check [bold]{label}[/] on {cfg.dataset}: {min(n_examples, len(labels))} images, l-inf eps "
             f"{config.eps * 255:.3g}/255, reference PGD-{config.steps} (step {config.reference_rel_stepsize:.3g} eps)"
+            + (
+                f", default PGD-{config.default_steps} (step {config.default_rel_stepsize:g} eps) for the gap"
+                if config.default_steps
+                else ""
+            )
             + (f", surrogate {sur_label}" if sur is not None else "")
         )
         t0 = time.perf_counter()
