@@ -161,6 +161,13 @@ def test_check_command_flags_a_masked_checkpoint(bench_checkpoints, tmp_path):
     data = json.loads((tmp_path / "plain.json").read_text())
     assert [c["check"] for c in data["checks"]] == ["gradients", "unbounded"]
     assert data["config"]["n_examples"] == 24 and data["dataset"] == "digits"
+    # The default attack gap is printed as information, beside the verdicts, and written to the JSON.
+    assert "info: default attack gap" in plain.output
+    gap = data["default_pgd_accuracy"] - data["worst_case_accuracy"]
+    assert data["default_attack_gap"] == pytest.approx(gap) and gap >= 0
+    assert data["config"]["reference_rel_stepsize"] == pytest.approx(2.5 / 5)
+    none = runner.invoke(app, ["check", ckpt, *common, "--default-steps", "0"])
+    assert none.exit_code == 0 and "default attack gap" not in none.output
 
 
 @pytest.mark.parametrize(
@@ -170,6 +177,7 @@ def test_check_command_flags_a_masked_checkpoint(bench_checkpoints, tmp_path):
         (["--checks", "sqare"], "did you mean 'square'"),
         (["--eps", "2"], "eps must lie in"),
         (["--eps", "x/255"], "not a number"),
+        (["--default-steps", "-1"], "default_steps must be >= 0"),
     ],
 )
 def test_check_bad_input_is_one_line(bench_checkpoints, args, message):
