@@ -102,7 +102,7 @@ def test_summary_keeps_checks_apart_and_adds_health_and_worst_case(stored):
             assert row["worst_robust_accuracy"] <= row["pgd_robust_accuracy"]
             # The default attack gap is information about the bench's PGD, beside its figure (not a health verdict).
             gap = row["pgd_robust_accuracy"] - row["worst_robust_accuracy"]
-            assert row["default_attack_gap"] == pytest.approx(gap)
+            assert row["default_attack_gap_lower_better"] == pytest.approx(gap)
 
 
 def test_report_has_the_health_column_and_links_one_card_per_model(stored, tmp_path):

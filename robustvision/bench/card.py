@@ -209,7 +209,7 @@ def _figure(summary: Summary, key: CardKey, row: pd.Series, health: str):
         ax.grid(alpha=0.3, axis="y")
     ds, model, tech = key
     title = f"{model}/{tech} on {ds} — health: {health}"
-    gap = row.get("default_attack_gap", np.nan)
+    gap = row.get("default_attack_gap_lower_better", np.nan)
     if gap is not None and not np.isnan(float(gap)):
         title += f" — default attack gap {100 * float(gap):.1f} points (info)"
     fig.suptitle(title, fontsize=11)
@@ -284,7 +284,7 @@ def render_card(
         f"<b>{_pct(row.get('clean_accuracy'))}</b>; PGD-l-inf {_pct(row.get('pgd_robust_accuracy'))}, worst case over "
         f"every l-inf attack {_pct(row.get('worst_robust_accuracy'))} (same images)</p>"
     )
-    gap = row.get("default_attack_gap", np.nan)
+    gap = row.get("default_attack_gap_lower_better", np.nan)
     if gap is not None and not np.isnan(float(gap)):
         parts.append(
             f'<p class="meta">info &mdash; default attack gap <b>{100 * float(gap):.1f} points</b>: the bench\'s '

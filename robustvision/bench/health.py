@@ -10,9 +10,10 @@ default PGD) in the samples table, from which the worst-case robust accuracy is 
 The checks compare with a well-tuned reference PGD (the bench's ``attack_steps`` steps of Madry et al.'s
 ``2.5 eps / steps``, one random start; see :mod:`robustvision.checks.core`), so a warning is about the model
 (gradient masking), not about the bench's attack. How much the bench's own PGD-l-inf (``attack_steps`` steps of
-RobustART's 0.075 eps) flatters a model is the leaderboard's ``default_attack_gap``: its PGD figure minus the worst
-case over every l-inf attack at that budget (:func:`worst_case`). Stores written before the reference existed
-(``health`` 1 in the cells' hash payload, no ``default_attack_gap`` column) render the same way.
+RobustART's 0.075 eps) flatters a model is the leaderboard's default attack gap
+(``default_attack_gap_lower_better``): its PGD figure minus the worst case over every l-inf attack at that budget
+(:func:`worst_case`). The gap is derived from stored rows, so stores written before it (``health`` 1 in the
+cells' hash payload) render with it too.
 """
 
 from __future__ import annotations
@@ -218,8 +219,8 @@ def worst_case(
     (the common prefix of the evaluation order), and their difference, the default attack gap.
 
     Returns:
-        ``{(dataset, model, technique): {"pgd_robust_accuracy", "worst_robust_accuracy", "default_attack_gap",
-        "worst_n"}}``.
+        ``{(dataset, model, technique): {"pgd_robust_accuracy", "worst_robust_accuracy",
+        "default_attack_gap_lower_better", "worst_n"}}``.
     """
     out: dict[tuple[str, str, str], dict[str, float]] = {}
     adv = cells[cells["kind"] == CellKind.ADVERSARIAL] if not cells.empty else cells
@@ -253,7 +254,7 @@ def worst_case(
         out[(ds, model, tech)] = {
             "pgd_robust_accuracy": pgd_acc,
             "worst_robust_accuracy": float(worst.mean()),
-            "default_attack_gap": pgd_acc - float(worst.mean()),
+            "default_attack_gap_lower_better": pgd_acc - float(worst.mean()),
             "worst_n": float(n),
         }
     return out
@@ -261,7 +262,7 @@ def worst_case(
 
 def add_health(store: ResultsStore, board: pd.DataFrame, cells: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard with ``health`` and, where PGD-l-inf ran, ``pgd_robust_accuracy`` beside
-    ``worst_robust_accuracy`` and their difference ``default_attack_gap`` (see :func:`worst_case`)."""
+    ``worst_robust_accuracy`` and their difference ``default_attack_gap_lower_better`` (see :func:`worst_case`)."""
     if board.empty:
         return board
     board = board.copy()
@@ -276,7 +277,7 @@ def add_health(store: ResultsStore, board: pd.DataFrame, cells: pd.DataFrame, ch
         labels.append(health_label(mine))
     board["health"] = labels
     worst = worst_case(store, cells, checks)
-    for col in ("pgd_robust_accuracy", "worst_robust_accuracy", "default_attack_gap"):
+    for col in ("pgd_robust_accuracy", "worst_robust_accuracy", "default_attack_gap_lower_better"):
         board[col] = [
             worst.get((r["dataset"], r["model"], r["technique"]), {}).get(col, np.nan) for _, r in board.iterrows()
         ]

@@ -54,7 +54,7 @@ METRICS: dict[str, MetricInfo] = {
             "worst acc",
         ),
         MetricInfo(
-            "default_attack_gap",
+            "default_attack_gap_lower_better",
             False,
             "PGD acc - worst acc: how much the default PGD overstates robust accuracy (info, not a health warning)",
             "PGD gap",

@@ -32,7 +32,7 @@ LEADERBOARD_COLUMNS = [
     "robust_accuracy",
     "pgd_robust_accuracy",
     "worst_robust_accuracy",
-    "default_attack_gap",
+    "default_attack_gap_lower_better",
     "ar",
     "wcar",
     "corruption_accuracy",
