@@ -69,6 +69,10 @@ def test_checks_are_stored_as_cells_and_resume(stored):
     assert (checks["n"] == 24).all()
     verdict_rows = rows[(rows["kind"] == CHECK_KIND) & rows["metric"].isin(["check_ok", "check_skipped"])]
     assert len(verdict_rows) == len(checks)  # every check has its verdict as a numeric row
+    # The checks compare with a reference PGD of the bench's step count and Madry's step (2.5 eps / steps); the
+    # bench's own pgd_linf cell is the default figure, so the checks do not rerun it.
+    params = json.loads(checks["params_json"].iloc[0])
+    assert params["steps"] == cfg.attack_steps and params["rel_stepsize"] is None and params["default_steps"] == 0
     assert again.written == 0 and again.skipped_existing == first.planned
 
 
@@ -96,6 +100,9 @@ def test_summary_keeps_checks_apart_and_adds_health_and_worst_case(stored):
             assert row["worst_robust_accuracy"] == pytest.approx(worst.mean())
             assert row["pgd_robust_accuracy"] == pytest.approx(samples[pgd_id][0][:24].mean())
             assert row["worst_robust_accuracy"] <= row["pgd_robust_accuracy"]
+            # The default attack gap is information about the bench's PGD, beside its figure (not a health verdict).
+            gap = row["pgd_robust_accuracy"] - row["worst_robust_accuracy"]
+            assert row["default_attack_gap_lower_better"] == pytest.approx(gap)
 
 
 def test_report_has_the_health_column_and_links_one_card_per_model(stored, tmp_path):
@@ -104,6 +111,7 @@ def test_report_has_the_health_column_and_links_one_card_per_model(stored, tmp_p
         out = write_report(store, tmp_path / "report.html")
     text = out.read_text()
     assert "health" in text and ("&#10003;" in text or "&#9888;" in text)
+    assert "PGD gap" in text and "not a health warning" in text
     cards = sorted((tmp_path / "report-cards").glob("*.html"))
     assert len(cards) == len(models)
     for card in cards:
@@ -115,6 +123,7 @@ def test_report_has_the_health_column_and_links_one_card_per_model(stored, tmp_p
             assert section in page
         assert "data:image/png;base64," in page and "http" not in page.replace('href="../report.html"', "")
         assert "gaussian_noise" in page and "pgd_linf" in page and "technique" in page
+        assert "default attack gap" in page and "not a health warning" in page
 
 
 def test_card_command_writes_html_and_png(stored, tmp_path):
@@ -152,6 +161,13 @@ def test_check_command_flags_a_masked_checkpoint(bench_checkpoints, tmp_path):
     data = json.loads((tmp_path / "plain.json").read_text())
     assert [c["check"] for c in data["checks"]] == ["gradients", "unbounded"]
     assert data["config"]["n_examples"] == 24 and data["dataset"] == "digits"
+    # The default attack gap is printed as information, beside the verdicts, and written to the JSON.
+    assert "info: default attack gap" in plain.output
+    gap = data["default_pgd_accuracy"] - data["worst_case_accuracy"]
+    assert data["default_attack_gap"] == pytest.approx(gap) and gap >= 0
+    assert data["config"]["reference_rel_stepsize"] == pytest.approx(2.5 / 5)
+    none = runner.invoke(app, ["check", ckpt, *common, "--default-steps", "0"])
+    assert none.exit_code == 0 and "default attack gap" not in none.output
 
 
 @pytest.mark.parametrize(
@@ -161,6 +177,7 @@ def test_check_command_flags_a_masked_checkpoint(bench_checkpoints, tmp_path):
         (["--checks", "sqare"], "did you mean 'square'"),
         (["--eps", "2"], "eps must lie in"),
         (["--eps", "x/255"], "not a number"),
+        (["--default-steps", "-1"], "default_steps must be >= 0"),
     ],
 )
 def test_check_bad_input_is_one_line(bench_checkpoints, args, message):

@@ -15,14 +15,18 @@ def masked_easy():
     return MaskedLogits(easy(), mode="temperature")
 
 
+# A reference PGD too short to converge (2 steps of RobustART's 0.075 eps travel 0.15 eps): the far target of
+# ``linear_far`` is then reached only by more steps or a larger step.
+SHORT = {"steps": 2, "rel_stepsize": 0.075}
+
 # (check, toy that fails it, config overrides, surrogate builder). Every check passes on ``easy``.
 FAILS = [
     ("gradients", dead_zone, {}, None),
     ("unbounded", dead_zone, {}, None),
     ("eps_monotone", bump, {}, None),
-    ("more_steps", linear_far, {"steps": 2}, None),
+    ("more_steps", linear_far, SHORT, None),
     ("restarts", dead_zone, {}, None),
-    ("larger_step", linear_far, {"steps": 2}, None),
+    ("larger_step", linear_far, SHORT, None),
     ("apgd_dlr", masked_easy, {}, None),
     ("square", masked_easy, {}, None),
     ("transfer", masked_easy, {}, easy),
@@ -46,6 +50,58 @@ def test_check_warns_on_a_model_built_to_fail(name, toy, overrides, surrogate):
     res = report.get(name)
     assert res.verdict == "warn", res.message
     assert report.failed == [name] and not report.healthy
+
+
+def test_the_reference_pgd_follows_madrys_step_rule():
+    config = CheckConfig()
+    assert config.reference_rel_stepsize == pytest.approx(2.5 / 20)  # 0.125 eps per step, 2.5 eps in all
+    assert CheckConfig(steps=10).reference_rel_stepsize == pytest.approx(0.25)
+    assert CheckConfig(rel_stepsize=0.075).reference_rel_stepsize == 0.075
+    assert config.larger_rel_stepsize == pytest.approx(0.25)  # eps/4, twice the reference step
+    assert CheckConfig(steps=5).larger_rel_stepsize == pytest.approx(1.0)  # always larger than the reference
+    report = run(easy(), toy_data(), checks=["more_steps"])
+    assert report.reference_attack == "PGD-20 (step 0.125 eps, one random start)"
+    assert report.get("more_steps").attack == "PGD-100 (step 0.125 eps)"
+
+
+def test_a_converged_unmasked_model_is_not_flagged_while_the_default_gap_shows():
+    # ``linear_far`` breaks only past 0.9 eps. A bench-style default PGD-10 of RobustART's 0.075 eps travels 0.75 eps,
+    # so it breaks only the points whose random start lies above 0.15 eps (P = 0.5 x 0.85); the reference PGD-20 of
+    # 0.125 eps travels 2.5 eps and breaks every point, and no stronger attack finds more: healthy, with a gap.
+    report = run(linear_far(), toy_data(), config=CheckConfig(default_steps=10), surrogate=easy())
+    assert report.healthy, [r.message for r in report.results if r.verdict == "warn"]
+    assert [r.name for r in report.results] == list(CHECK_ORDER)
+    assert report.pgd_accuracy == 0.0 and report.worst_case_accuracy == 0.0
+    assert 0.4 <= report.default_accuracy <= 0.75
+    assert report.default_gap == pytest.approx(report.default_accuracy)
+    assert report.default_attack == "PGD-10 (step 0.075 eps)"
+    line = report.default_gap_message()
+    assert (
+        line.startswith(f"default attack gap {100 * report.default_gap:.1f} points") and "not a health warning" in line
+    )
+    # The default PGD ran from the reference's random starts: every point it broke, the reference broke too.
+    assert not (~report.default_correct & report.pgd_correct).any()
+    # RobustART's own PGD-20 (1.5 eps of travel) reaches the far target too: no gap, and no "overstates" remark.
+    plain = run(linear_far(), toy_data(), checks=["gradients"])
+    assert plain.default_accuracy == 0.0 and plain.default_gap == 0.0
+    assert "overstates" not in plain.default_gap_message()
+    # Not measured (as inside ``bench``, which stores its own PGD): no figure, no line.
+    none = run(linear_far(), toy_data(), checks=["gradients"], config=CheckConfig(default_steps=0))
+    assert none.default_accuracy is None and none.default_gap is None and none.default_gap_message() == ""
+
+
+def test_the_masked_toy_is_still_flagged_against_the_tuned_reference():
+    # The same far target behind a temperature head: PGD's gradient vanishes, so the reference stays at its start,
+    # while eps = 1, Square, APGD-DLR and transfer from the unmasked model see through.
+    report = run(
+        MaskedLogits(linear_far(), mode="temperature"),
+        toy_data(),
+        config=CheckConfig(default_steps=10),
+        surrogate=linear_far(),
+    )
+    assert {"gradients", "unbounded", "apgd_dlr", "square", "transfer"} <= set(report.failed), report.failed
+    assert report.pgd_accuracy > 0.9 and report.worst_case_accuracy < 0.1
+    assert report.default_gap > 0.8
 
 
 def test_stronger_attack_figures_are_paired_and_measured_as_designed():

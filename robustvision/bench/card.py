@@ -208,7 +208,11 @@ def _figure(summary: Summary, key: CardKey, row: pd.Series, health: str):
         ax.set_title(f"system noise: std {100 * spread.std(ddof=0):.2f} points", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     ds, model, tech = key
-    fig.suptitle(f"{model}/{tech} on {ds} — health: {health}", fontsize=11)
+    title = f"{model}/{tech} on {ds} — health: {health}"
+    gap = row.get("default_attack_gap_lower_better", np.nan)
+    if gap is not None and not np.isnan(float(gap)):
+        title += f" — default attack gap {100 * float(gap):.1f} points (info)"
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
 
@@ -280,6 +284,14 @@ def render_card(
         f"<b>{_pct(row.get('clean_accuracy'))}</b>; PGD-l-inf {_pct(row.get('pgd_robust_accuracy'))}, worst case over "
         f"every l-inf attack {_pct(row.get('worst_robust_accuracy'))} (same images)</p>"
     )
+    gap = row.get("default_attack_gap_lower_better", np.nan)
+    if gap is not None and not np.isnan(float(gap)):
+        parts.append(
+            f'<p class="meta">info &mdash; default attack gap <b>{100 * float(gap):.1f} points</b>: the bench\'s '
+            "PGD-l-inf figure minus the worst case over every l-inf attack. It measures how much the default attack "
+            "overstates this model's robustness; it is not a health warning (the checks compare with a Madry-tuned "
+            "reference PGD).</p>"
+        )
     b64 = base64.b64encode(fig_png).decode()
     parts.append(
         f'<div class="plot"><img alt="robustness card of {html.escape(model)}" src="data:image/png;base64,{b64}"></div>'

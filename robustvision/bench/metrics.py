@@ -53,6 +53,12 @@ METRICS: dict[str, MetricInfo] = {
             "mean_i prod_k a_i^k over every linf attack at that budget (bench attacks and health checks), same images",
             "worst acc",
         ),
+        MetricInfo(
+            "default_attack_gap_lower_better",
+            False,
+            "PGD acc - worst acc: how much the default PGD overstates robust accuracy (info, not a health warning)",
+            "PGD gap",
+        ),
         MetricInfo("corruption_error_lower_better", False, "E_{c,s} = 1 - acc_{c,s}", "CE"),
         MetricInfo("mean_ce_lower_better", False, "mean_{c,s} E_{c,s} (RobustART, unnormalised)", "mean CE"),
         MetricInfo(

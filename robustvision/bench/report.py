@@ -32,6 +32,7 @@ LEADERBOARD_COLUMNS = [
     "robust_accuracy",
     "pgd_robust_accuracy",
     "worst_robust_accuracy",
+    "default_attack_gap_lower_better",
     "ar",
     "wcar",
     "corruption_accuracy",
@@ -394,8 +395,10 @@ def _benchmark_html(summary: Summary, out: Path, cards: bool) -> list[str]:
         )
         + "Flip probability: ImageNet-P sequences; NSD: negative std of accuracy over system-noise settings. "
         "Health: the cheap gradient-masking checks (&#10003; all passed, &#9888; names the checks that warned; "
-        "see a model's card); PGD acc is the bench's PGD-l-inf at the largest l-inf budget and worst acc the "
-        "worst case over every l-inf attack at that budget, health checks included, on the same images.</p>"
+        "see a model's card; the checks compare with a Madry-tuned reference PGD); PGD acc is the bench's "
+        "PGD-l-inf at the largest l-inf budget, worst acc the worst case over every l-inf attack at that budget, "
+        "health checks included, on the same images, and PGD gap their difference: how much the default attack "
+        "overstates the model's robustness (information about the attack, not a health warning).</p>"
     )
     text = ["model", "technique", "family", "health", "card"]
     parts.append(f'<div class="scroll">{table_html(board[cols], text)}</div>')
