@@ -333,8 +333,10 @@ class Trainer:
             "technique": self.technique,
             "config": self.config.to_dict(),
             "model": self.raw_model.state_dict(),
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
+            "optimizer": self.optimizers[0].state_dict(),
+            "scheduler": self.schedulers[0].state_dict() if self.schedulers else None,
+            "extra_optimizers": [o.state_dict() for o in self.optimizers[1:]],
+            "extra_schedulers": [s.state_dict() for s in self.schedulers[1:]],
             "generator": self.generator.get_state() if self.generator is not None else None,
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -363,10 +365,11 @@ class Trainer:
             what = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff) or "technique"
             raise ValueError(f"cannot resume from {str(path)!r}: it was trained with a different recipe ({what})")
         self.raw_model.load_state_dict(state["model"])
-        # checkpoints written before several optimisers were possible hold one "optimizer" and one "scheduler"
-        for opt, opt_state in zip(self.optimizers, state.get("optimizers") or [state["optimizer"]], strict=True):
+        opt_states = [state["optimizer"], *state.get("extra_optimizers", [])]
+        sched_states = [s for s in [state["scheduler"], *state.get("extra_schedulers", [])] if s is not None]
+        for opt, opt_state in zip(self.optimizers, opt_states, strict=True):
             opt.load_state_dict(opt_state)
-        for sched, sched_state in zip(self.schedulers, state.get("schedulers") or [state["scheduler"]], strict=True):
+        for sched, sched_state in zip(self.schedulers, sched_states, strict=True):
             sched.load_state_dict(sched_state)
         if self.generator is not None and state.get("generator") is not None:
             self.generator.set_state(state["generator"])
