@@ -377,19 +377,9 @@ def train_defense(
         raise ValueError("the plateau schedule and keep_best need a validation set (val_set)")
     step = DefenseStep(config, callback)
     images, labels = train_set.tensors()
-    recipe = TrainConfig(
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=False,
-        weight_decay=config.weight_decay,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        warmup_epochs=0.0,
-        translate=0,
-        seed=config.seed,
-        device=config.device,
-        amp=False,
-        progress=False,
+    sgd = {"lr": config.lr, "momentum": config.momentum, "nesterov": False, "weight_decay": config.weight_decay}
+    recipe = TrainConfig.for_hooks(
+        epochs=config.epochs, batch_size=config.batch_size, seed=config.seed, device=config.device, **sgd
     )
     with seeded(config.seed):  # initial state of every global draw, restored for the caller afterwards
         trainer = Trainer(

@@ -54,19 +54,8 @@ class TargetTrainConfig:
 
 def _recipe(config: TargetTrainConfig) -> TrainConfig:
     """The :class:`~robustvision.training.TrainConfig` the Trainer runs under (its optimiser and schedule are ours)."""
-    return TrainConfig(
-        optimizer="adamw",
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        warmup_epochs=0.0,
-        translate=0,
-        seed=config.seed,
-        device=config.device,
-        amp=False,
-        progress=False,
-    )
+    fields = {"lr": config.lr, "weight_decay": config.weight_decay, "epochs": config.epochs, "seed": config.seed}
+    return TrainConfig.for_hooks(optimizer="adamw", batch_size=config.batch_size, device=config.device, **fields)
 
 
 def _adamw(config: TargetTrainConfig) -> Callable[[nn.Module], list[torch.optim.Optimizer]]:
