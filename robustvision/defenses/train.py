@@ -1,17 +1,17 @@
-"""The training loop shared by GBN and its baselines, the training recipes, the data split, and checkpoints.
+"""The training recipe shared by GBN and its baselines, the training recipes, the data split, and checkpoints.
 
-One loop serves every method of :mod:`robustvision.defenses.multi_perturbation`, so GBN, AVG, MAX, MSD and E-AT
+One recipe serves every method of :mod:`robustvision.defenses.multi_perturbation`, so GBN, AVG, MAX, MSD and E-AT
 get exactly the same data order, epochs, optimiser, schedule, budgets and attack steps. GBN's gate parameters have
 a second optimiser of their own (SGD, lr 0.1, momentum 0.8 as in the reference code) stepped on the domain loss;
 the gate reads detached features and never enters the classification path, so one backward of the summed losses
 is exactly the reference's two separate backward passes.
 
-It stays a loop of its own rather than a ``loss_fn`` hook on :class:`robustvision.training.Trainer`: the published
-GBN and baseline figures come from it bit for bit, and the Trainer differs in every draw and step that decides them
-(its data order comes from per-epoch keyed generators, not the one run generator the attacks share; it drops the
-last batch; biases get no weight decay; it has one optimiser, where GBN's gates need their own; and its cosine,
-:func:`robustvision.training.schedule.warmup_cosine`, rounds differently in the last bit on about a fifth of the
-steps).
+It runs through :class:`robustvision.training.Trainer` with :class:`DefenseStep` as its hooks, set so that the
+published GBN and baseline figures come out bit for bit as before: one run generator draws the data order and is
+the generator every training attack draws from, the last batch is kept, every non-gate parameter (biases too) gets
+weight decay, the gates have their own optimiser, and the cosine is :func:`_lr_factor` (``pi * step / total``,
+which rounds differently from :func:`robustvision.training.schedule.warmup_cosine` in the last bit on about a fifth
+of the steps).
 
 Two recipes (:data:`RECIPES`, :meth:`DefenseConfig.from_recipe`):
 
@@ -62,7 +62,9 @@ from robustvision.defenses.multi_perturbation import (
 from robustvision.models import create_model
 from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_weights, save_checkpoint
 from robustvision.models.wrappers import ImageClassifier
-from robustvision.runtime import make_generator, resolve_device, seeded
+from robustvision.runtime import make_generator, seeded
+from robustvision.training.config import TrainConfig
+from robustvision.training.trainer import EVENTS, TensorPairs, Trainer
 
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
 
@@ -365,122 +367,140 @@ def train_defense(
         ValueError: a GBN method on a model without GBN layers (or the reverse), mismatched domains.
         FloatingPointError: the loss became NaN or infinite.
     """
-    with seeded(config.seed):  # initial state of every global draw, restored for the caller afterwards
-        return _train_defense(model, train_set, config, val_set, callback)
-
-
-def _train_defense(
-    model: nn.Module,
-    train_set,
-    config: DefenseConfig,
-    val_set,
-    callback: Callable[[int, int, dict[str, float]], None] | None,
-) -> list[EpochRecord]:
-    """:func:`train_defense` inside its seeded block."""
     method = create_method(config.method)
-    norms = method.norms(config.norms)
     has_gbn = bool(gbn_layers(model))
     if method.uses_gate and not has_gbn:
         raise ValueError("method 'gbn' needs a model converted with convert_to_gbn (see build_model)")
     if has_gbn and not method.uses_gate:
         raise ValueError(f"method {config.method!r} cannot train a GBN model (it has no domain routing)")
-    device = resolve_device(config.device)
-    model.to(device)
-    images, labels = train_set.tensors()
-    n = len(labels)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, int(config.max_steps_per_epoch))
-    total = steps_per_epoch * config.epochs
-    gate_ids = {id(p) for p in gate_parameters(model)}
-    main_params = [p for p in model.parameters() if id(p) not in gate_ids]
-    opt = torch.optim.SGD(main_params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    gate_opt = (
-        torch.optim.SGD(gate_parameters(model), lr=config.gate_lr, momentum=config.gate_momentum) if gate_ids else None
-    )
-    generator = make_generator(config.seed, "defense-train", config.method)
-    ramp_steps = max(1, int(round(config.eps_ramp_epochs * steps_per_epoch)))
-    plateau = config.schedule == "plateau"
-    if (plateau or config.keep_best) and val_set is None:
+    if (config.schedule == "plateau" or config.keep_best) and val_set is None:
         raise ValueError("the plateau schedule and keep_best need a validation set (val_set)")
-    schedulers = []
-    if plateau:
-        for o in (opt, gate_opt):
-            if o is not None:
-                schedulers.append(
-                    torch.optim.lr_scheduler.ReduceLROnPlateau(
-                        o, "max", factor=config.plateau_factor, patience=config.plateau_patience, eps=1e-6
-                    )
+    step = DefenseStep(config, callback)
+    images, labels = train_set.tensors()
+    sgd = {"lr": config.lr, "momentum": config.momentum, "nesterov": False, "weight_decay": config.weight_decay}
+    recipe = TrainConfig.for_hooks(
+        epochs=config.epochs, batch_size=config.batch_size, seed=config.seed, device=config.device, **sgd
+    )
+    with seeded(config.seed):  # initial state of every global draw, restored for the caller afterwards
+        trainer = Trainer(
+            model,
+            TensorPairs(images, labels),
+            None,
+            recipe,
+            technique=config.method,
+            loss_fn=step.loss,
+            generator=make_generator(config.seed, "defense-train", config.method),
+            drop_last=False,
+            max_steps_per_epoch=config.max_steps_per_epoch,
+            optimizers=step.optimizers,
+            schedulers=step.schedulers,
+            epoch_metric=None if val_set is None else lambda t: clean_accuracy(t.raw_model, val_set, device=t.device),
+        )
+        for event in EVENTS:
+            trainer.add_callback(event, getattr(step, event))
+        trainer.fit()
+    if step.best_state is not None:
+        model.load_state_dict(step.best_state)
+    model.eval()
+    return step.history
+
+
+class DefenseStep:
+    """The defence recipe as :class:`~robustvision.training.Trainer` hooks: optimisers, schedule, loss and records.
+
+    The main parameters get SGD with weight decay on every one of them; GBN's gates a second SGD of their own,
+    stepped on the same backward. The budgets ramp from 0 over ``eps_ramp_epochs``; the schedule is the cosine
+    :func:`_lr_factor` per step or ``ReduceLROnPlateau`` on the clean validation accuracy per epoch.
+    """
+
+    def __init__(self, config: DefenseConfig, callback: Callable[[int, int, dict[str, float]], None] | None) -> None:
+        self.config = config
+        self.method = create_method(config.method)
+        self.norms = self.method.norms(config.norms)
+        self.callback = callback
+        self.history: list[EpochRecord] = []
+        self.best_acc, self.best_state = float("-inf"), None
+        self._out = None
+        self._lr: float | None = None
+
+    def optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
+        """SGD on every non-gate parameter (weight decay on all), and SGD on the gates when there are any."""
+        c = self.config
+        gates = gate_parameters(model)
+        gate_ids = {id(p) for p in gates}
+        main = [p for p in model.parameters() if id(p) not in gate_ids]
+        opts = [torch.optim.SGD(main, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)]
+        if gates:
+            opts.append(torch.optim.SGD(gates, lr=c.gate_lr, momentum=c.gate_momentum))
+        return opts
+
+    def schedulers(self, trainer: Trainer) -> list[Any]:
+        """Plateau on the validation accuracy (per epoch), or the cosine :func:`_lr_factor` (per step)."""
+        c = self.config
+        if c.schedule == "plateau":
+            return [
+                torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    o, "max", factor=c.plateau_factor, patience=c.plateau_patience, eps=1e-6
                 )
-    best_acc, best_state = float("-inf"), None
-    history: list[EpochRecord] = []
-    step = 0
-    for epoch in range(config.epochs):
-        start = time.time()
-        order = torch.randperm(n, generator=generator)
-        sums: dict[str, float] = {}
-        loss_sum, gate_sum, count = 0.0, 0.0, 0
-        model.train()
-        for b in range(steps_per_epoch):
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            x, y = images[idx].to(device), labels[idx].to(device)
-            factor = min(1.0, (step + 1) / ramp_steps) if config.eps_ramp_epochs > 0 else 1.0
-            ctx = StepContext(
-                budgets={k: v * factor for k, v in config.budgets.items()},
-                attack=config.attack,
-                generator=generator,
-                norms=norms,
-                step=step,
-                avg_clean=config.avg_clean,
-                gate_adversary=config.gate_adversary,
-            )
-            if not plateau:
-                lr_f = _lr_factor(step, total)
-                for g in opt.param_groups:
-                    g["lr"] = config.lr * lr_f
-                if gate_opt is not None:
-                    for g in gate_opt.param_groups:
-                        g["lr"] = config.gate_lr * lr_f
-            model.train()
-            out = method.losses(model, x, y, ctx)
-            loss = out.classification + (out.gate if out.gate is not None else 0.0)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{config.method}: the loss became {float(loss)} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            if gate_opt is not None:
-                gate_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if gate_opt is not None:
-                gate_opt.step()
-            loss_sum += float(out.classification.detach())
-            gate_sum += float(out.gate.detach()) if out.gate is not None else 0.0
-            count += 1
-            for k, v in out.stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            step += 1
-            if callback is not None:
-                callback(step, total, {"loss": float(out.classification.detach()), **out.stats})
-        val = clean_accuracy(model, val_set, device=device) if val_set is not None else None
-        for sched in schedulers:
-            sched.step(val)
-        if config.keep_best and val > best_acc:
-            best_acc, best_state = val, copy.deepcopy(model.state_dict())
-        history.append(
+                for o in trainer.optimizers
+            ]
+        total = trainer.total_steps
+        return [torch.optim.lr_scheduler.LambdaLR(o, lambda s: _lr_factor(s, total)) for o in trainer.optimizers]
+
+    def loss(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+        """The method's classification (+ gate) loss at the ramped budgets; attacks draw from ``generator``."""
+        c = self.config
+        ramp_steps = max(1, int(round(c.eps_ramp_epochs * trainer.steps_per_epoch)))
+        factor = min(1.0, (trainer.step + 1) / ramp_steps) if c.eps_ramp_epochs > 0 else 1.0
+        ctx = StepContext(
+            budgets={k: v * factor for k, v in c.budgets.items()},
+            attack=c.attack,
+            generator=generator,
+            norms=self.norms,
+            step=trainer.step,
+            avg_clean=c.avg_clean,
+            gate_adversary=c.gate_adversary,
+        )
+        self._lr = trainer.optimizer.param_groups[0]["lr"]
+        trainer.model.train()
+        out = self._out = self.method.losses(trainer.model, x, y, ctx)
+        return out.classification + (out.gate if out.gate is not None else 0.0), None
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        """Start the epoch's sums and clock."""
+        self._start = time.time()
+        self._sums: dict[str, float] = {}
+        self._loss_sum, self._gate_sum, self._count = 0.0, 0.0, 0
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        """Add the step's losses and statistics; report them to the callback."""
+        out = self._out
+        self._loss_sum += float(out.classification.detach())
+        self._gate_sum += float(out.gate.detach()) if out.gate is not None else 0.0
+        self._count += 1
+        for k, v in out.stats.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        if self.callback is not None:
+            self.callback(trainer.step, trainer.total_steps, {"loss": float(out.classification.detach()), **out.stats})
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """Keep the best weights (``keep_best``) and record the epoch."""
+        val = trainer.history[-1].get("val_metric")
+        if self.config.keep_best and val > self.best_acc:
+            self.best_acc, self.best_state = val, copy.deepcopy(trainer.raw_model.state_dict())
+        plateau = self.config.schedule == "plateau"
+        count = self._count
+        self.history.append(
             EpochRecord(
-                epoch=epoch + 1,
-                loss=loss_sum / count,
-                gate_loss=gate_sum / count if gate_opt is not None else None,
-                stats={k: v / count for k, v in sums.items()},
+                epoch=trainer.epoch,
+                loss=self._loss_sum / count,
+                gate_loss=self._gate_sum / count if len(trainer.optimizers) > 1 else None,
+                stats={k: v / count for k, v in self._sums.items()},
                 val_clean_acc=val,
-                seconds=time.time() - start,
-                lr=opt.param_groups[0]["lr"],
+                seconds=time.time() - self._start,
+                lr=trainer.optimizer.param_groups[0]["lr"] if plateau else self._lr,
             )
         )
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return history
 
 
 def save_defense(

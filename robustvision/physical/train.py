@@ -1,12 +1,10 @@
 """Training the DAS targets (car classifiers, car detector) on the rendered car data set.
 
-A compact AdamW + cosine loop with flip augmentation: the data are small uint8 tensors in memory and the
-loop is the same for every family. It stays a loop of its own rather than a ``loss_fn`` hook on
-:class:`robustvision.training.Trainer` because the published targets come from it bit for bit: one generator
-seeded with the run's seed draws the data order, flips and shifts in turn, every parameter gets weight decay, the
-last batch is kept, and the warm-up is ``(step + 1) / warm``. The Trainer draws its data order per epoch from its
-own keyed generators, drops the last batch and exempts biases from weight decay, and its cosine rounds differently
-in the last bit, so porting the loop would change every documented figure.
+A compact AdamW + cosine recipe with flip augmentation, the same for every family: the data are small uint8
+tensors in memory. It runs through :class:`robustvision.training.Trainer` with a ``loss_fn`` and a ``prepare``
+hook, set so that the published targets come out bit for bit as before: one generator seeded with the run's seed
+draws the data order, flips and shifts in turn, every parameter gets weight decay, the last batch is kept, and the
+warm-up is ``(step + 1) / warm`` over the first 5 % of the steps, then a cosine stepped per batch.
 """
 
 from __future__ import annotations
@@ -24,6 +22,8 @@ from torch import nn
 
 from robustvision.fileio import atomic_write_text
 from robustvision.physical.targets import CarDetector, build_classifier, build_detector, save_model
+from robustvision.training.config import TrainConfig
+from robustvision.training.trainer import LossFn, PrepareFn, TensorPairs, Trainer
 
 __all__ = ["TargetTrainConfig", "train_classifier", "train_detector", "train_targets", "predict", "box_iou"]
 
@@ -52,11 +52,61 @@ class TargetTrainConfig:
     device: str = "cpu"
 
 
-def _schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _recipe(config: TargetTrainConfig) -> TrainConfig:
+    """The :class:`~robustvision.training.TrainConfig` the Trainer runs under (its optimiser and schedule are ours)."""
+    fields = {"lr": config.lr, "weight_decay": config.weight_decay, "epochs": config.epochs, "seed": config.seed}
+    return TrainConfig.for_hooks(optimizer="adamw", batch_size=config.batch_size, device=config.device, **fields)
+
+
+def _adamw(config: TargetTrainConfig) -> Callable[[nn.Module], list[torch.optim.Optimizer]]:
+    """AdamW with weight decay on every parameter (biases and norm scales included)."""
+    return lambda model: [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
+
+
+def _schedule(trainer: Trainer) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """Warm-up ``(step + 1) / warm`` over the first 5 % of the steps, then cosine, stepped per batch."""
+    total = trainer.total_steps
     warm = max(1, total // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+    return [
+        torch.optim.lr_scheduler.LambdaLR(
+            trainer.optimizer,
+            lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))),
+        )
+    ]
+
+
+def _fit(
+    model: nn.Module,
+    data: TensorPairs,
+    config: TargetTrainConfig,
+    loss_fn: LossFn,
+    prepare: PrepareFn,
+    progress: Callable[[int, int, float], None] | None,
+) -> Trainer:
+    """Run the target recipe through the Trainer; the model is left in eval mode.
+
+    One generator seeded with ``config.seed`` draws the data order, flips and shifts in turn; the last batch is kept.
+    """
+    trainer = Trainer(
+        model,
+        data,
+        None,
+        _recipe(config),
+        technique="das_target",
+        loss_fn=loss_fn,
+        generator=torch.Generator().manual_seed(config.seed),
+        drop_last=False,
+        optimizers=_adamw(config),
+        schedulers=_schedule,
+        prepare=prepare,
     )
+    if progress is not None:
+        trainer.add_callback("on_batch_end", lambda t: progress(t.step, t.total_steps, t.last_loss))
+    try:
+        trainer.fit()
+    finally:
+        model.eval()
+    return trainer
 
 
 def _augment(
@@ -90,40 +140,30 @@ def train_classifier(
     config: TargetTrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` on uint8 ``images`` ``(N, 3, S, S)`` with int64 ``labels``; returns final train loss/acc."""
-    dev = torch.device(config.device)
-    g = torch.Generator().manual_seed(config.seed)
-    model.to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    sched = _schedule(opt, config.epochs * steps_per_epoch)
-    step = 0
-    loss_sum = correct = seen = 0.0
-    try:
-        for _epoch in range(config.epochs):
-            order = torch.randperm(len(images), generator=g)
-            loss_sum = correct = seen = 0.0
-            for i in range(0, len(order), config.batch_size):
-                idx = order[i : i + config.batch_size]
-                x = images[idx].to(dev).float() / 255
-                y = labels[idx].to(dev)
-                x, _ = _augment(x, None, g)
-                x = _shift(x, config.shift, g)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                loss_sum += float(loss.detach()) * len(idx)
-                correct += float((logits.argmax(1) == y).sum())
-                seen += len(idx)
-                if progress is not None:
-                    progress(step, config.epochs * steps_per_epoch, float(loss.detach()))
-    finally:
-        model.eval()
-    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1)}
+    """Train ``model`` on uint8 ``images`` ``(N, 3, S, S)`` with int64 ``labels``; returns final train loss/acc.
+
+    The loss and accuracy are the means over the last epoch.
+    """
+    totals = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+
+    def prepare(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
+        x = x.to(trainer.device).float() / 255
+        x, _ = _augment(x, None, g)
+        return _shift(x, config.shift, g), y.to(trainer.device)
+
+    def loss_fn(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, g: torch.Generator):
+        if trainer.step % trainer.steps_per_epoch == 0:
+            totals.update(loss=0.0, correct=0.0, seen=0.0)
+        logits = trainer.model(x)
+        loss = F.cross_entropy(logits, y)
+        totals["loss"] += float(loss.detach()) * len(y)
+        totals["correct"] += float((logits.argmax(1) == y).sum())
+        totals["seen"] += len(y)
+        return loss, logits
+
+    _fit(model, TensorPairs(images, labels), config, loss_fn, prepare, progress)
+    seen = max(totals["seen"], 1)
+    return {"train_loss": totals["loss"] / seen, "train_acc": totals["correct"] / seen}
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -143,42 +183,33 @@ def train_detector(
     config: TargetTrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
-    """Train the one-box detector: BCE on objectness, L1 + (1 - IoU) on the box of car images."""
-    dev = torch.device(config.device)
-    g = torch.Generator().manual_seed(config.seed)
-    det.to(dev).train()
+    """Train the one-box detector: BCE on objectness, L1 + (1 - IoU) on the box of car images.
+
+    Returns the loss of the last step.
+    """
     size = images.shape[-1]
-    opt = torch.optim.AdamW(det.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    sched = _schedule(opt, config.epochs * steps_per_epoch)
-    step = 0
-    total = 0.0
-    try:
-        for _ in range(config.epochs):
-            order = torch.randperm(len(images), generator=g)
-            for i in range(0, len(order), config.batch_size):
-                idx = order[i : i + config.batch_size]
-                x = images[idx].to(dev).float() / 255
-                y = labels[idx].to(dev).float()
-                x, bx = _augment(x, boxes[idx].to(dev), g)
-                out = det(x)
-                loss = F.binary_cross_entropy_with_logits(out[:, 0], y)
-                pos = y > 0
-                if pos.any():
-                    pred = CarDetector.boxes(out[pos], size)
-                    gt = bx[pos]
-                    loss = loss + F.l1_loss(pred / size, gt / size) * 5 + (1 - box_iou(pred, gt)).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                total = float(loss.detach())
-                if progress is not None:
-                    progress(step, config.epochs * steps_per_epoch, total)
-    finally:
-        det.eval()
-    return {"train_loss": total}
+    # one target row per image: objectness, then the box x0, y0, x1, y1
+    targets = torch.cat([labels.float()[:, None], boxes.float()], 1)
+
+    def prepare(trainer: Trainer, x: torch.Tensor, t: torch.Tensor, g: torch.Generator):
+        x = x.to(trainer.device).float() / 255
+        t = t.to(trainer.device)
+        x, bx = _augment(x, t[:, 1:], g)
+        return x, torch.cat([t[:, :1], bx], 1)
+
+    def loss_fn(trainer: Trainer, x: torch.Tensor, t: torch.Tensor, g: torch.Generator):
+        y, bx = t[:, 0], t[:, 1:]
+        out = trainer.model(x)
+        loss = F.binary_cross_entropy_with_logits(out[:, 0], y)
+        pos = y > 0
+        if pos.any():
+            pred = CarDetector.boxes(out[pos], size)
+            gt = bx[pos]
+            loss = loss + F.l1_loss(pred / size, gt / size) * 5 + (1 - box_iou(pred, gt)).mean()
+        return loss, None
+
+    trainer = _fit(det, TensorPairs(images, targets), config, loss_fn, prepare, progress)
+    return {"train_loss": trainer.last_loss}
 
 
 @torch.no_grad()

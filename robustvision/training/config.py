@@ -150,6 +150,18 @@ class TrainConfig:
         if not 1 <= self.augmix_severity <= 10:
             raise ValueError(f"augmix_severity must be in 1..10, got {self.augmix_severity!r}")
 
+    @classmethod
+    def for_hooks(cls, **fields: Any) -> TrainConfig:
+        """A config without the base recipe's own warm-up, translation, AMP or progress bar.
+
+        For a recipe that brings its optimisers, schedule and step as :class:`~robustvision.training.Trainer` hooks.
+
+        Example:
+            >>> TrainConfig.for_hooks(lr=0.1, epochs=2).translate
+            0
+        """
+        return cls(**{"warmup_epochs": 0.0, "translate": 0, "amp": False, "progress": False, **fields})
+
     # ---- conversion -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

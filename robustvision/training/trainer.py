@@ -8,6 +8,13 @@ states, so ``resume=True`` continues from the next epoch to the same weights an 
 Distributed. Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the Trainer joins the process group
 (gloo on CPU, nccl on CUDA), wraps the model in ``DistributedDataParallel`` and shards the data with a
 ``DistributedSampler``; ``batch_size`` is per process. Only rank 0 writes files or draws a progress bar.
+
+Other recipes. The GBN defences (:mod:`robustvision.defenses.train`) and the DAS targets
+(:mod:`robustvision.physical.train`) train through the same Trainer with their own step: a ``loss_fn`` hook, and the
+keyword options that reproduce their recipes exactly: one run ``generator`` for the data order and every draw of
+the step (instead of the per-epoch keyed generators), ``drop_last``, ``max_steps_per_epoch``, an ``optimizers``
+factory (parameter groups, several optimisers stepped together), a ``schedulers`` factory (stepped per batch;
+``ReduceLROnPlateau`` per epoch on ``epoch_metric``) and a ``prepare`` hook for the batch.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,30 @@ from robustvision.training.schedule import warmup_cosine
 from robustvision.training.techniques import random_translate, training_loss
 
 CHECKPOINT_NAME = "last.pt"
-LossFn = Callable[["Trainer", torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+LossFn = Callable[["Trainer", torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+PrepareFn = Callable[["Trainer", torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+OptimizerFactory = Callable[[nn.Module], Sequence[torch.optim.Optimizer]]
+SchedulerFactory = Callable[["Trainer"], Sequence[Any]]
+EVENTS: tuple[str, ...] = ("on_epoch_start", "on_batch_end", "on_epoch_end")
+
+
+class TensorPairs(Dataset):
+    """A training set held in memory as two tensors of the same length; the Trainer indexes them directly.
+
+    ``images`` may have any dtype (a ``prepare`` hook converts them); ``labels`` are class indices or any
+    per-sample target rows a ``loss_fn`` reads.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
 
 
 # ---- distributed helpers -------------------------------------------------------------------------------------------
@@ -117,10 +147,26 @@ class Trainer:
         on_epoch_end: called as ``on_epoch_end(trainer, epoch, metrics)`` after each epoch's checkpoint is written.
         loss_fn: the step's loss hook, ``loss_fn(trainer, images, labels, generator) -> (loss, logits)``; the
             default is the technique's :func:`training_loss`. A defence or a target recipe plugs its own loss in
-            here and keeps the Trainer's resume, AMP, DDP, EMA and schedule.
+            here and keeps the Trainer's resume, AMP, DDP, EMA and schedule. ``logits`` may be None (no
+            training accuracy then).
+        generator: one run generator that draws every epoch's data order (``randperm``) and is the step's
+            generator (augmentation, attacks), in turn; it is saved with the checkpoint. The global torch RNG is
+            then left to the caller. Default: per-epoch generators keyed by ``(seed, epoch, rank)``.
+        drop_last: drop the last incomplete batch of each epoch (default) or train on it.
+        max_steps_per_epoch: cap on the steps of each epoch (quick runs).
+        optimizers: ``optimizers(model) -> [optimizer, ...]``, stepped together after one backward. Default: SGD
+            (or AdamW) with weight decay on weights only (:func:`_param_groups`).
+        schedulers: ``schedulers(trainer) -> [scheduler, ...]`` over ``trainer.optimizers``; each is stepped after
+            every batch, except ``ReduceLROnPlateau``, stepped after every epoch with ``epoch_metric``. Default: the
+            config's warm-up + cosine (:func:`lr_factor`) per batch.
+        prepare: ``prepare(trainer, images, labels, generator) -> (images, labels)`` on the device; default: the
+            config's random translation.
+        epoch_metric: ``epoch_metric(trainer) -> float`` after each epoch's steps (a validation accuracy): it feeds
+            the plateau schedulers and is recorded as the epoch's ``val_metric``.
 
     Callbacks (as minGPT's): ``trainer.add_callback("on_batch_end", fn)`` calls ``fn(trainer)`` after every
-    optimiser step (``trainer.step``, ``trainer.last_loss`` are set); ``"on_epoch_end"`` after each epoch.
+    optimiser step (``trainer.step``, ``trainer.last_loss`` are set); ``"on_epoch_start"`` before each epoch's
+    first step; ``"on_epoch_end"`` after each epoch (``trainer.history[-1]`` holds its metrics).
 
     Example:
         >>> trainer = Trainer(model, train_set, test_set, TrainConfig(epochs=2))   # doctest: +SKIP
@@ -136,20 +182,36 @@ class Trainer:
         technique: str = "standard",
         on_epoch_end: Callable[[Trainer, int, dict[str, Any]], None] | None = None,
         loss_fn: LossFn | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        drop_last: bool = True,
+        max_steps_per_epoch: int | None = None,
+        optimizers: OptimizerFactory | None = None,
+        schedulers: SchedulerFactory | None = None,
+        prepare: PrepareFn | None = None,
+        epoch_metric: Callable[[Trainer], float] | None = None,
     ) -> None:
         config.validate()
         if len(train_set) == 0:
             raise ValueError("the training set is empty")
+        if max_steps_per_epoch is not None and max_steps_per_epoch < 1:
+            raise ValueError(f"max_steps_per_epoch must be >= 1, got {max_steps_per_epoch}")
         self.config = config
         self.technique = technique
         self.train_set = train_set
         self.test_set = test_set
         self.on_epoch_end = on_epoch_end
-        self.loss_fn = loss_fn
-        self.callbacks: dict[str, list[Callable[[Trainer], None]]] = {"on_batch_end": [], "on_epoch_end": []}
+        self.loss_fn: LossFn = loss_fn or _technique_loss
+        self.generator = generator
+        self.drop_last = drop_last
+        self.prepare: PrepareFn = prepare or _translate
+        self.epoch_metric = epoch_metric
+        self.callbacks: dict[str, list[Callable[[Trainer], None]]] = {event: [] for event in EVENTS}
         self.step = 0
         self.last_loss = float("nan")
         self.rank, self.world_size, self.local_rank = dist_env()
+        if generator is not None and self.world_size > 1:
+            raise ValueError("a run generator draws one data order for one process; it cannot shard under torchrun")
         self._owns_group = False
         if self.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
@@ -167,13 +229,16 @@ class Trainer:
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
-        self.optimizer = self._make_optimizer()
-        self.steps_per_epoch = max(1, self._shard_len() // config.batch_size)
+        self.optimizers = list(optimizers(self.raw_model) if optimizers is not None else [self._make_optimizer()])
+        if not self.optimizers:
+            raise ValueError("the optimizers factory returned no optimiser")
+        self.optimizer = self.optimizers[0]
+        shard = self._shard_len()
+        steps = max(1, shard // config.batch_size if drop_last else math.ceil(shard / config.batch_size))
+        self.steps_per_epoch = min(steps, max_steps_per_epoch) if max_steps_per_epoch else steps
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = int(round(config.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.total_steps, self.warmup_steps, config)
-        )
+        self._make_schedulers(schedulers)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.ema = ModelEMA(self.raw_model, config.ema_decay) if config.ema_decay > 0 else None
         self.epoch = 0  # epochs completed
@@ -181,7 +246,7 @@ class Trainer:
 
     # ---- set-up ---------------------------------------------------------------------------------------------------
     def add_callback(self, event: str, fn: Callable[[Trainer], None]) -> None:
-        """Call ``fn(trainer)`` on ``event`` (``on_batch_end`` or ``on_epoch_end``)."""
+        """Call ``fn(trainer)`` on ``event`` (``on_epoch_start``, ``on_batch_end`` or ``on_epoch_end``)."""
         if event not in self.callbacks:
             raise ValueError(f"unknown event {event!r}; events: {', '.join(self.callbacks)}")
         self.callbacks[event].append(fn)
@@ -190,6 +255,22 @@ class Trainer:
         """Run the callbacks registered for ``event``."""
         for fn in self.callbacks[event]:
             fn(self)
+
+    def _make_schedulers(self, factory: SchedulerFactory | None) -> None:
+        """The schedulers: ``factory(self)``, or the config's warm-up + cosine; split into per batch / per epoch."""
+        c = self.config
+        if factory is None:
+            total, warmup = self.total_steps, self.warmup_steps
+            self.schedulers = [
+                torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, total, warmup, c))
+            ]
+        else:
+            self.schedulers = list(factory(self))
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
+        self._batch_schedulers = [s for s in self.schedulers if not isinstance(s, plateau)]
+        self._epoch_schedulers = [s for s in self.schedulers if isinstance(s, plateau)]
+        if self._epoch_schedulers and self.epoch_metric is None:
+            raise ValueError("a ReduceLROnPlateau schedule needs an epoch_metric (a validation score)")
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -204,6 +285,8 @@ class Trainer:
 
     def _epoch_order(self, epoch: int) -> list[int]:
         """This process's sample indices for ``epoch``: a seeded permutation (sharded under DDP)."""
+        if self.generator is not None:
+            return torch.randperm(len(self.train_set), generator=self.generator).tolist()
         if self.world_size > 1:
             sampler = DistributedSampler(
                 self.train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=self.config.seed
@@ -250,8 +333,11 @@ class Trainer:
             "technique": self.technique,
             "config": self.config.to_dict(),
             "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizers[0].state_dict(),
+            "scheduler": self.schedulers[0].state_dict() if self.schedulers else None,
+            "extra_optimizers": [o.state_dict() for o in self.optimizers[1:]],
+            "extra_schedulers": [s.state_dict() for s in self.schedulers[1:]],
+            "generator": self.generator.get_state() if self.generator is not None else None,
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": rng,
@@ -279,8 +365,14 @@ class Trainer:
             what = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff) or "technique"
             raise ValueError(f"cannot resume from {str(path)!r}: it was trained with a different recipe ({what})")
         self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        opt_states = [state["optimizer"], *state.get("extra_optimizers", [])]
+        sched_states = [s for s in [state["scheduler"], *state.get("extra_schedulers", [])] if s is not None]
+        for opt, opt_state in zip(self.optimizers, opt_states, strict=True):
+            opt.load_state_dict(opt_state)
+        for sched, sched_state in zip(self.schedulers, sched_states, strict=True):
+            sched.load_state_dict(sched_state)
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
@@ -314,7 +406,12 @@ class Trainer:
                     "train", total=self.total_steps, completed=self.epoch * self.steps_per_epoch, info=""
                 )
                 while self.epoch < c.epochs:
+                    self.trigger("on_epoch_start")
                     metrics = self._train_epoch(self.epoch, progress, task)
+                    if self.epoch_metric is not None:
+                        metrics["val_metric"] = float(self.epoch_metric(self))
+                        for sched in self._epoch_schedulers:
+                            sched.step(metrics["val_metric"])
                     last = self.epoch + 1 == c.epochs
                     if self.test_set is not None and (last or (c.eval_every and (self.epoch + 1) % c.eval_every == 0)):
                         metrics.update(self.evaluate())
@@ -350,45 +447,57 @@ class Trainer:
             "history": self.history,
         }
 
-    def _train_epoch(self, epoch: int, progress, task) -> dict[str, Any]:
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        """The generator of ``epoch``'s steps: the run generator, or one keyed by ``(seed, epoch, rank)``."""
+        if self.generator is not None:
+            return self.generator
         c = self.config
         # Dropout / drop-path draw from the global RNG: reseed it per (epoch, rank) so a resumed run replays it.
         torch.manual_seed(seed_from_key(c.seed, "torch", epoch, self.rank))
-        generator = make_generator(c.seed, "augment", epoch, self.rank)
+        return make_generator(c.seed, "augment", epoch, self.rank)
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """One backward of ``loss``, then every optimiser, the per-batch schedulers and the EMA step."""
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip > 0:
+            for opt in self.optimizers:
+                self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.config.grad_clip)
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        for sched in self._batch_schedulers:
+            sched.step()
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+
+    def _train_epoch(self, epoch: int, progress, task) -> dict[str, Any]:
+        c = self.config
+        generator = self._epoch_generator(epoch)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
         for step, (images, labels) in enumerate(
-            self._batches(self.train_set, self._epoch_order(epoch), c.batch_size, True)
+            self._batches(self.train_set, self._epoch_order(epoch), c.batch_size, self.drop_last)
         ):
             if step >= self.steps_per_epoch:
                 break  # DDP: every rank takes the same number of steps
-            images = random_translate(images, c.translate, generator).to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            if self.loss_fn is not None:
-                loss, logits = self.loss_fn(self, images, labels, generator)
-            else:
-                loss, logits = training_loss(self.model, self.raw_model, images, labels, c, generator, self._autocast)
+            images, labels = self.prepare(self, images, labels, generator)
+            loss, logits = self.loss_fn(self, images, labels, generator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower --lr"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if c.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(self.raw_model)
+            self._optimise(loss)
             self.step += 1
             self.last_loss = float(loss.detach())
             self.trigger("on_batch_end")
             loss_sum += loss.detach() * labels.shape[0]
-            correct += (logits.detach().argmax(1) == labels).sum()
+            if logits is not None:
+                correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
             progress.update(task, advance=1, description=f"epoch {epoch + 1}/{c.epochs}")
         stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
@@ -397,7 +506,7 @@ class Trainer:
         return {
             "train_loss": float(stats[0] / stats[2].clamp_min(1)),
             "train_accuracy": float(stats[1] / stats[2].clamp_min(1)),
-            "lr": float(self.scheduler.get_last_lr()[0]),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
     @torch.no_grad()
@@ -430,6 +539,17 @@ class Trainer:
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self._owns_group = False
+
+
+def _translate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
+    """The default ``prepare``: the config's random translation, then the batch moves to the device."""
+    images = random_translate(images, trainer.config.translate, generator).to(trainer.device, non_blocking=True)
+    return images, labels.to(trainer.device, non_blocking=True)
+
+
+def _technique_loss(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
+    """The default ``loss_fn``: the technique's :func:`training_loss` under the config."""
+    return training_loss(trainer.model, trainer.raw_model, images, labels, trainer.config, generator, trainer._autocast)
 
 
 def _as_tuple(value: Any) -> Any:
