@@ -118,11 +118,11 @@ def test_net_predictor_zoom_history_and_errors():
     a = p.predict([c1])
     assert a.shape == (60, 90) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
     p.predict([c1, c2])
-    assert len(p._history) == 2 and p._history[-1].roi is not None  # zoomed in after the first click
+    assert len(p.history) == 2 and p.history.current.roi is not None  # zoomed in after the first click
     p.predict([c1, c2, c3])
-    assert len(p._history) == 3
+    assert len(p.history) == 3
     again = p.predict([c1])  # undo to one click: the history is cut back, and the result is reproduced
-    assert len(p._history) == 1 and np.allclose(again, a, atol=1e-6)
+    assert len(p.history) == 1 and np.allclose(again, a, atol=1e-6)
     assert p.cache_stats["hits"] >= 1  # the whole-image view was encoded once in set_image and reused
     with pytest.raises(ValueError, match="outside"):
         p.predict([Click(60, 0, True)])
