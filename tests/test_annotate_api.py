@@ -43,7 +43,7 @@ def test_click_undo_redo_finish_and_reopen(project):
     session.click(15, 15, False)
     assert len(session.clicks) == 2
     session.undo()
-    assert len(session.clicks) == 1 and session.redo_stack
+    assert len(session.clicks) == 1 and session.can_redo
     session.redo()
     assert len(session.clicks) == 2
     session.undo()

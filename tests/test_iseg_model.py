@@ -118,11 +118,11 @@ def test_net_predictor_zoom_history_and_errors():
     a = p.predict([c1])
     assert a.shape == (60, 90) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
     p.predict([c1, c2])
-    assert len(p._history) == 2 and p._history[-1].roi is not None  # zoomed in after the first click
+    assert len(p.history) == 2 and p.history.current.roi is not None  # zoomed in after the first click
     p.predict([c1, c2, c3])
-    assert len(p._history) == 3
+    assert len(p.history) == 3
     again = p.predict([c1])  # undo to one click: the history is cut back, and the result is reproduced
-    assert len(p._history) == 1 and np.allclose(again, a, atol=1e-6)
+    assert len(p.history) == 1 and np.allclose(again, a, atol=1e-6)
     assert p.cache_stats["hits"] >= 1  # the whole-image view was encoded once in set_image and reused
     with pytest.raises(ValueError, match="outside"):
         p.predict([Click(60, 0, True)])
@@ -266,3 +266,28 @@ def test_init_from_checkpoint_and_architecture_mismatch(tmp_path):
     other = EdgeFlowConfig(**{**TINY, "edge_flow": not EdgeFlowConfig(**TINY).edge_flow})
     with pytest.raises(ValueError, match="another architecture"):
         train_edgeflow(EdgeFlowTrainConfig(model=other, init=str(first), **base), tmp_path / "third.safetensors")
+
+
+def test_training_gives_back_the_callers_random_state_and_trains_as_global_seeding(tmp_path):
+    import random
+
+    from safetensors.torch import load_file
+
+    from robustvision.runtime import resolve_device, seed_everything
+    from robustvision.segmentation.interactive.train import _train_edgeflow
+
+    cfg = EdgeFlowTrainConfig(
+        steps=2, batch_size=2, crop=48, samples=4, warmup=1, seed=4, max_next_clicks=2, model=EdgeFlowConfig(**TINY)
+    )
+    torch.manual_seed(11)
+    np.random.seed(11)
+    random.seed(11)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    train_edgeflow(cfg, tmp_path / "scoped.safetensors")
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
+    # the code path before scoping: the process's generators seeded for good, then the same training body
+    seed_everything(cfg.seed)
+    _train_edgeflow(cfg, tmp_path / "global.safetensors", resolve_device("cpu"), None, 25, False)
+    new, old = load_file(str(tmp_path / "scoped.safetensors")), load_file(str(tmp_path / "global.safetensors"))
+    assert sorted(new) == sorted(old) and all(torch.equal(new[k], old[k]) for k in new)

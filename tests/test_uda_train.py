@@ -114,3 +114,39 @@ def test_cli_bad_input_is_one_clear_error(tmp_path):
     assert isinstance(res.exception, UserError) and "HEIGHTxWIDTH" in str(res.exception)
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nope.safetensors")])
     assert isinstance(res.exception, UserError) and "no checkpoint" in str(res.exception)
+
+
+def _global_rng_state():
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def test_adapt_gives_back_the_callers_random_state_and_trains_as_global_seeding(domains):
+    import random
+
+    import numpy as np
+
+    from robustvision.runtime import resolve_device, seed_everything
+    from robustvision.segmentation.uda.train import METHODS, _adapt
+
+    src, tgt = domains
+    cfg = AdaptConfig(method="cfcontra", iters=3, warmup_iters=1, batch_size=2, image_size=SIZE, init_batches=1,
+                      seed=3)  # fmt: skip
+    torch.manual_seed(11)
+    np.random.seed(11)
+    random.seed(11)
+    before = _global_rng_state()
+    scoped = adapt(cfg, src, tgt)
+    after = _global_rng_state()
+    assert torch.equal(after[0], before[0]) and np.array_equal(after[1], before[1]) and after[2] == before[2]
+    # the code path before scoping: the process's generators seeded for good, then the same training body
+    seed_everything(cfg.seed)
+    spec = METHODS.create(cfg.method)
+    old = _adapt(cfg.validate(), spec, src, tgt, None, resolve_device(cfg.device), None)
+    new_sd, old_sd = scoped.model.state_dict(), old.model.state_dict()
+    assert list(new_sd) == list(old_sd) and all(torch.equal(new_sd[k], old_sd[k]) for k in new_sd)
+    assert torch.equal(scoped.source_bank.prototypes, old.source_bank.prototypes)
+    assert scoped.history == old.history

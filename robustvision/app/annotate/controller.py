@@ -26,15 +26,21 @@ from robustvision.app.annotate.labels import Label, read_labels, write_labels
 from robustvision.app.annotate.storage import AnnotationStore
 from robustvision.app.annotate.threads import on_torch_thread
 from robustvision.fileio import remove_stale_temps
-from robustvision.segmentation.interactive import PRED_THRESHOLD, Click, create_predictor, list_predictors
+from robustvision.segmentation.interactive import (
+    PRED_THRESHOLD,
+    Click,
+    ClickHistory,
+    create_predictor,
+    list_predictors,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ANNOTATION_FOLDER = "annotations"
 DEFAULT_LABELS_FILE = "labels.txt"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-# Every click session keeps the image, its features and one float32 probability map per undo step, so memory grows
-# with the pixel count: a 6000x6000 image took the server from 0.8 to 2.6 GB in three clicks. 25 Mpx (a 6000x4000
-# camera frame) is the largest image the tool opens or accepts.
+# Every click session keeps the image, its features and, per undo step, the float32 probability map (plus EdgeFlow's
+# edge map, which the next click continues from), so memory grows with the pixel count. 25 Mpx (a 6000x4000 camera
+# frame) is the largest image the tool opens or accepts.
 MAX_IMAGE_PIXELS = 25_000_000
 # Names an uploaded or listed file may have: at most this many UTF-8 bytes (the annotation file adds ".json" and the
 # file system allows 255), no path separators, no control characters, not hidden.
@@ -321,14 +327,13 @@ class AnnotationProject:
 
 
 @dataclass
-class _Step:
-    clicks: list[Click]
-    probs: np.ndarray
-
-
-@dataclass
 class ClickSession:
     """One labeller's (one tab's) interaction with one image: clicks, undo/redo, the current mask.
+
+    The session keeps no undo list of its own: :attr:`history` is the predictor's
+    (:class:`~robustvision.segmentation.interactive.ClickHistory`), whose steps hold each click's map and what the
+    next click continues from. Undo and redo move its cursor; a click after an undo continues from the step shown
+    and drops the undone ones.
 
     Args:
         project: the project the image belongs to.
@@ -338,8 +343,6 @@ class ClickSession:
     project: AnnotationProject
     backend: str = ""
     image_name: str | None = None
-    history: list[_Step] = field(default_factory=list)
-    redo_stack: list[_Step] = field(default_factory=list)
     predictor: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_latency_ms: float = 0.0
@@ -349,14 +352,29 @@ class ClickSession:
         self.predictor = on_torch_thread(create_predictor, self.backend, device=self.project.device)
 
     @property
+    def history(self) -> ClickHistory:
+        """The object's undo history: the predictor's, the one record of every click."""
+        return self.predictor.history
+
+    @property
     def clicks(self) -> list[Click]:
         """The clicks of the object in progress (the current undo step)."""
-        return list(self.history[-1].clicks) if self.history else []
+        return list(self.history.clicks)
 
     @property
     def probs(self) -> np.ndarray | None:
-        """The current ``H x W`` probability map, or None before the first click."""
-        return self.history[-1].probs if self.history else None
+        """The current ``H x W`` probability map (read-only), or None before the first click."""
+        return self.history.probs
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether a click can be undone."""
+        return self.history.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        """Whether an undone click can be redone."""
+        return self.history.can_redo
 
     def set_backend(self, backend: str) -> None:
         """Switch the segmentation backend; the open image is loaded into the new predictor."""
@@ -384,9 +402,7 @@ class ClickSession:
         return self.image_name
 
     def reset(self) -> None:
-        """Forget the clicks of the object in progress."""
-        self.history.clear()
-        self.redo_stack.clear()
+        """Forget the clicks of the object in progress (the predictor's history)."""
         if self.predictor is not None:
             self.predictor.reset()
 
@@ -398,22 +414,19 @@ class ClickSession:
             raise ValueError(f"click ({x}, {y}) lies outside the {w}x{h} image")
         clicks = self.clicks + [Click(int(y), int(x), bool(positive))]
         start = time.perf_counter()
+        # the predictor continues from the step shown and records the answer after it, dropping the undone steps
         probs = on_torch_thread(self.predictor.predict, clicks)
         self.last_latency_ms = (time.perf_counter() - start) * 1000
-        self.history.append(_Step(clicks, probs))
-        self.redo_stack.clear()
         return probs
 
     def undo(self) -> np.ndarray | None:
         """Step back one click; returns the probability map now shown (None: no clicks left)."""
-        if self.history:
-            self.redo_stack.append(self.history.pop())
+        self.history.undo()
         return self.probs
 
     def redo(self) -> np.ndarray | None:
-        """Replay the last undone click; returns the probability map now shown."""
-        if self.redo_stack:
-            self.history.append(self.redo_stack.pop())
+        """Bring back the last undone click (its kept step, no new prediction); returns the map now shown."""
+        self.history.redo()
         return self.probs
 
     def mask(self) -> np.ndarray | None:

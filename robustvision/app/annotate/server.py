@@ -195,8 +195,8 @@ def mask_payload(session) -> dict[str, Any]:
     mask = None if probs is None else "data:image/png;base64," + base64.b64encode(mask_to_png_bytes(probs)).decode()
     return {
         "clicks": [c.to_dict() for c in session.clicks],
-        "can_undo": bool(session.history),
-        "can_redo": bool(session.redo_stack),
+        "can_undo": session.can_undo,
+        "can_redo": session.can_redo,
         "mask": mask,
         "latency_ms": round(session.last_latency_ms, 2),
     }

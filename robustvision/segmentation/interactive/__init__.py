@@ -29,6 +29,7 @@ from robustvision.segmentation.interactive.evaluate import (
     evaluate_sample,
     number_of_clicks,
 )
+from robustvision.segmentation.interactive.history import ClickHistory, Step
 from robustvision.segmentation.interactive.predictor import (
     PREDICTORS,
     InferenceConfig,
@@ -44,11 +45,13 @@ __all__ = [
     "PRED_THRESHOLD",
     "PREDICTORS",
     "Click",
+    "ClickHistory",
     "Clicker",
     "InferenceConfig",
     "NetPredictor",
     "NocSummary",
     "Predictor",
+    "Step",
     "check_clicks",
     "click_maps",
     "clicks_to_points",

@@ -1,7 +1,8 @@
 """Classic (non-learned) interactive segmenters driven by the same clicks: OpenCV GrabCut and random walker.
 
-Both turn the clicks into seeds by painting disks (radius 5 px, the networks' click encoding) and have no
-state of their own beyond what ``prev_mask`` passes in, so they plug straight into the NoC loop and the tool.
+Both turn the clicks into seeds by painting disks (radius 5 px, the networks' click encoding) and keep no
+state of their own: GrabCut continues from the previous mask, which the predictor's history (or the caller's
+``prev_mask``) passes in, so they plug straight into the NoC loop and the tool.
 
 References:
     Rother, Kolmogorov, Blake, "GrabCut: interactive foreground extraction using iterated graph cuts",
@@ -32,8 +33,9 @@ class GrabCutPredictor(Predictor):
     """OpenCV GrabCut seeded from clicks.
 
     Positive/negative click disks become ``GC_FGD``/``GC_BGD``. The rest is ``GC_PR_FGD`` inside the previous
-    mask (or, at the first click, inside a box of ``init_box`` x the image size centred on the positive
-    clicks) and ``GC_PR_BGD`` elsewhere; the image border is ``GC_BGD`` unless a positive click touches it.
+    mask (the map of the history step the clicks continue from, or the caller's ``prev_mask``; at the first
+    click, a box of ``init_box`` x the image size centred on the positive clicks) and ``GC_PR_BGD`` elsewhere;
+    the image border is ``GC_BGD`` unless a positive click touches it.
 
     Args:
         iterations: GrabCut iterations per click.
@@ -48,11 +50,6 @@ class GrabCutPredictor(Predictor):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.iterations, self.radius, self.init_box = iterations, radius, init_box
-        self._last: np.ndarray | None = None
-        self._last_clicks: tuple[Click, ...] = ()
-
-    def reset(self) -> None:
-        self._last, self._last_clicks = None, ()
 
     def _on_set_image(self) -> None:
         self._bgr = cv2.cvtColor(self.image_uint8(), cv2.COLOR_RGB2BGR)
@@ -62,12 +59,6 @@ class GrabCutPredictor(Predictor):
         pos = [c for c in clicks if c.is_positive]
         if not pos:
             return np.zeros((h, w), np.float32)
-        if (
-            prev_mask is None
-            and self._last is not None
-            and tuple(clicks[: len(self._last_clicks)]) == self._last_clicks
-        ):
-            prev_mask = self._last
         mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
         if prev_mask is not None and (prev_mask > PRED_THRESHOLD).any():
             mask[prev_mask > PRED_THRESHOLD] = cv2.GC_PR_FGD
@@ -86,7 +77,6 @@ class GrabCutPredictor(Predictor):
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
             cv2.grabCut(self._bgr, mask, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
             out = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
-        self._last, self._last_clicks = out, tuple(clicks)
         return out
 
 

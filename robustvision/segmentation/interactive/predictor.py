@@ -5,6 +5,12 @@ networks: the image tensor, its crops and the click-independent stem features ar
 :meth:`Predictor.predict` call is one interaction: the full click list so far in, an ``H x W`` float32
 probability map out. The annotation tool and the NoC benchmark drive the same objects.
 
+Each predictor keeps the object's one undo history (:attr:`Predictor.history`, a
+:class:`~robustvision.segmentation.interactive.history.ClickHistory`): one
+:class:`~robustvision.segmentation.interactive.history.Step` per answered click, holding the map shown and what
+the next click continues from. The annotation tool's undo/redo moves that history's cursor; it keeps no list of
+its own.
+
 Learned predictors follow RITM's inference protocol (``isegm/inference/predictors/base.py`` with the
 ``ZoomIn`` transform): after the first ``skip_clicks`` clicks the network sees a crop around the current
 object (prediction + positive clicks, expanded 1.4x, at least ``min_crop`` px) resized to ``target_size``;
@@ -23,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from robustvision.registry import Registry
 from robustvision.runtime import resolve_device
 from robustvision.segmentation.interactive.clicks import DISK_RADIUS, PRED_THRESHOLD, Click, check_clicks, disk_maps
+from robustvision.segmentation.interactive.history import Box, ClickHistory, Step
 
 #: Registry of interactive predictors; builders take ``(checkpoint=None, device="cpu", **kwargs)``.
 PREDICTORS: Registry[Predictor] = Registry("interactive predictor")
@@ -97,17 +103,25 @@ def check_prev_mask(prev_mask: object, height: int, width: int) -> np.ndarray:
     return m
 
 
-class Predictor(abc.ABC):
+class Predictor:
     """Base of every interactive segmenter.
 
-    Subclasses implement :meth:`_predict` (and optionally :meth:`_on_set_image`). The base validates
-    inputs, so every predictor rejects bad images, clicks outside the image and mis-sized masks alike.
+    Subclasses implement :meth:`_predict` (and optionally :meth:`_on_set_image`); predictors that carry more
+    than the probabilities from one click to the next (the networks' edge map and zoom region) implement
+    :meth:`_step` instead. The base validates inputs, so every predictor rejects bad images, clicks outside the
+    image and mis-sized masks alike, and it records every answer in :attr:`history`.
+
+    Attributes:
+        history: the object's undo history; :meth:`predict` continues from its step whose clicks are a strict
+            prefix of the new ones (after an undo: the step shown) and records the answer after it, dropping the
+            undone steps. Undo and redo move its cursor (:meth:`ClickHistory.undo` / :meth:`ClickHistory.redo`).
     """
 
     name: str = "predictor"
 
     def __init__(self) -> None:
         self._image: torch.Tensor | None = None
+        self.history = ClickHistory()
 
     @property
     def image(self) -> torch.Tensor:
@@ -136,8 +150,8 @@ class Predictor(abc.ABC):
         self._on_set_image()
 
     def reset(self) -> None:
-        """Forget the per-object interaction state (start a new object on the same image)."""
-        return None
+        """Forget the per-object interaction state, its history included (start a new object on the same image)."""
+        self.history.clear()
 
     def _on_set_image(self) -> None:
         """Hook for per-image caching."""
@@ -146,31 +160,50 @@ class Predictor(abc.ABC):
     def predict(self, clicks: Sequence[Click], prev_mask: object | None = None) -> np.ndarray:
         """One interaction: all clicks so far in, a probability map out.
 
+        The answer continues from the :attr:`history` step whose clicks are a strict prefix of ``clicks`` (the
+        steps after it are dropped) and is recorded after it, so a shorter list (undo) or the step shown after
+        :meth:`ClickHistory.undo` gives the same map as the same clicks without the detour.
+
         Args:
             clicks: every click on the current object, in order (the last one is the newest).
-            prev_mask: optional ``H x W`` previous probabilities or 0/1 mask (e.g. a mask loaded from disk or
-                restored by undo). Predictors that keep their own history use it only when given.
+            prev_mask: optional ``H x W`` previous probabilities or 0/1 mask (e.g. a mask loaded from disk); when
+                given it replaces the history step's map as what this click continues from.
 
         Returns:
-            ``H x W`` float32 foreground probabilities in [0, 1]; threshold at 0.49 (RITM) for a mask.
+            ``H x W`` float32 foreground probabilities in [0, 1]; threshold at 0.49 (RITM) for a mask. The array
+            is the history's record, so it is read-only (copy it to edit it).
         """
         h, w = self.image_size
         clicks = check_clicks(clicks, h, w)
         prev = None if prev_mask is None else check_prev_mask(prev_mask, h, w)
         if not clicks:
             return np.zeros((h, w), np.float32) if prev is None else prev.copy()
-        out = self._predict(clicks, prev)
-        return np.clip(out.astype(np.float32, copy=False), 0.0, 1.0)
+        step = self._step(clicks, prev, self.history.continue_from(clicks))
+        probs = np.clip(step.probs.astype(np.float32, copy=False), 0.0, 1.0)
+        probs.setflags(write=False)
+        self.history.push(Step(step.clicks, probs, step.aux, step.roi))
+        return probs
 
-    @abc.abstractmethod
+    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev: Step | None) -> Step:
+        """The answer to validated, non-empty ``clicks`` as a history step (its ``probs`` may be unclipped).
+
+        The default passes the caller's mask, else ``prev``'s probabilities, to :meth:`_predict`.
+
+        Args:
+            clicks: the clicks.
+            prev_mask: the caller's previous mask, if any.
+            prev: the history step these clicks continue from, if any.
+        """
+        if prev_mask is None and prev is not None:
+            prev_mask = prev.probs
+        return Step(tuple(clicks), self._predict(clicks, prev_mask))
+
     def _predict(self, clicks: list[Click], prev_mask: np.ndarray | None) -> np.ndarray:
-        """Probabilities for validated, non-empty ``clicks``."""
+        """Probabilities for validated, non-empty ``clicks``, continuing from ``prev_mask`` when given."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _predict nor _step")
 
 
 # --------------------------------------------------------------------------------------------- zoom-in
-
-
-Box = tuple[int, int, int, int]  # (rmin, rmax, cmin, cmax), inclusive
 
 
 def _bbox(mask: np.ndarray) -> Box:
@@ -243,14 +276,6 @@ class InferenceConfig:
 
 
 @dataclass
-class _Step:
-    clicks: tuple[Click, ...]
-    probs: np.ndarray  # H x W float32, full image
-    aux: np.ndarray  # H x W float32: the predicted edge map (edge models) or the probabilities (mask models)
-    roi: Box | None
-
-
-@dataclass
 class _Cache:
     key: tuple[Any, ...] | None = None
     value: Any = None
@@ -269,8 +294,10 @@ class NetPredictor(Predictor):
     - ``net.uses_edge``: whether the third click channel carries the previous edge map (EdgeFlow) or the
       previous mask (RITM-style ablation).
 
-    The predictor keeps one step per click. Calling :meth:`predict` with a click list that extends an
-    earlier one continues from that step, so undo (a shorter list) and redo need no extra calls.
+    Each :attr:`~Predictor.history` step keeps, besides the map shown, the map the next click feeds back
+    (``aux``: the predicted edge map, or the unclipped probabilities for mask models) and the zoom region
+    (``roi``). Calling :meth:`predict` with a click list that extends an earlier one continues from that step,
+    so undo (a shorter list, or moving the history's cursor) and redo need no extra network calls.
 
     Args:
         net: the network.
@@ -292,11 +319,7 @@ class NetPredictor(Predictor):
         self.net = net.to(self.device).eval()
         self.config = config or InferenceConfig()
         self.name = name
-        self._history: list[_Step] = []
         self._cache = _Cache()
-
-    def reset(self) -> None:
-        self._history = []
 
     def _on_set_image(self) -> None:
         self._cache = _Cache()
@@ -333,7 +356,7 @@ class NetPredictor(Predictor):
         self._cache.key, self._cache.value = key, self.net.encode_image(batch)
         return self._cache.value
 
-    def _choose_roi(self, clicks: list[Click], prev: _Step | None, prev_probs: np.ndarray | None) -> Box | None:
+    def _choose_roi(self, clicks: list[Click], prev: Step | None, prev_probs: np.ndarray | None) -> Box | None:
         cfg = self.config
         if not cfg.zoom_in or len(clicks) <= cfg.skip_clicks or prev_probs is None:
             return None
@@ -347,14 +370,7 @@ class NetPredictor(Predictor):
         return old
 
     @torch.no_grad()
-    def _predict(self, clicks: list[Click], prev_mask: np.ndarray | None) -> np.ndarray:
-        key = tuple(clicks)
-        while self._history and not (
-            len(self._history[-1].clicks) < len(key)
-            and key[: len(self._history[-1].clicks)] == self._history[-1].clicks
-        ):
-            self._history.pop()
-        prev = self._history[-1] if self._history else None
+    def _step(self, clicks: list[Click], prev_mask: np.ndarray | None, prev: Step | None) -> Step:
         h, w = self.image_size
         prev_probs = prev_mask if prev_mask is not None else (prev.probs if prev is not None else None)
         if getattr(self.net, "uses_edge", False):
@@ -364,8 +380,10 @@ class NetPredictor(Predictor):
                 aux_full = mask_boundary(prev_mask > PRED_THRESHOLD)
             else:
                 aux_full = np.zeros((h, w), np.float32)
+        elif prev_mask is not None:
+            aux_full = prev_mask
         else:
-            aux_full = prev_probs if prev_probs is not None else np.zeros((h, w), np.float32)
+            aux_full = prev.aux if prev is not None else np.zeros((h, w), np.float32)
 
         roi = self._choose_roi(clicks, prev, prev_probs)
         size = self._net_size(roi)
@@ -392,8 +410,7 @@ class NetPredictor(Predictor):
             edge = None if edge is None else 0.5 * (edge[:1] + edge[1:].flip(-1))
         probs_full = self._paste(probs, roi)
         edge_full = self._paste(edge, roi) if edge is not None else probs_full
-        self._history.append(_Step(key, probs_full, edge_full if self.net.uses_edge else probs_full, roi))
-        return probs_full
+        return Step(tuple(clicks), probs_full, edge_full if self.net.uses_edge else probs_full, roi)
 
     def _paste(self, t: torch.Tensor, roi: Box | None) -> np.ndarray:
         """Resize network-resolution ``1 x 1 x h x w`` output back into a full-image ``H x W`` map."""

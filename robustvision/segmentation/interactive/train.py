@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from robustvision.fileio import atomic_torch_save
-from robustvision.runtime import resolve_device, seed_everything, seed_from_key
+from robustvision.runtime import resolve_device, seed_from_key, seeded
 from robustvision.segmentation.interactive.clicks import Click, clicks_to_points, disk_maps, sample_next_click
 from robustvision.segmentation.interactive.losses import boundary_loss, masked_bce, normalized_focal_loss
 from robustvision.segmentation.interactive.model import EdgeFlowConfig, build_edgeflow, save_edgeflow
@@ -339,7 +339,22 @@ def train_edgeflow(
     dev = resolve_device(device)
     if dev.type == "cpu" and cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    # Weight initialisation, the data loader's base seed and the layers' own draws use the global generators:
+    # seeded from cfg.seed for the run and given back to the caller afterwards. Clicks and batches draw from
+    # per-step generators (seed_from_key).
+    with seeded(cfg.seed):
+        return _train_edgeflow(cfg, out_path, dev, log, log_every, resume)
+
+
+def _train_edgeflow(
+    cfg: EdgeFlowTrainConfig,
+    out_path: str | Path,
+    dev: torch.device,
+    log: Callable[[int, dict[str, float]], None] | None,
+    log_every: int,
+    resume: bool,
+) -> dict[str, Any]:
+    """The body of :func:`train_edgeflow`, run with the global generators seeded from ``cfg.seed``."""
     data = build_train_set(cfg)
     net = build_edgeflow(cfg.model, pretrained=not (cfg.init or resume and state_path(out_path).is_file()))
     if cfg.init:

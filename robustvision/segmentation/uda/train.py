@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from robustvision.models.checkpoints import card_path, load_state, load_weights, read_card, save_weights
 from robustvision.registry import Registry
-from robustvision.runtime import make_generator, resolve_device, seed_everything
+from robustvision.runtime import make_generator, resolve_device, seeded
 from robustvision.segmentation.uda.losses import entropy_loss, seg_cross_entropy, upsample_logits
 from robustvision.segmentation.uda.memory import PrototypeMemory, class_centers, downsample_labels
 from robustvision.segmentation.uda.segmenter import SEGMENTERS, DeepLabV2, create_segmenter, list_pretrained_segmenters
@@ -238,7 +238,22 @@ def adapt(
     if not getattr(source, "labelled", True):
         raise ValueError("the source domain must be labelled (synthetic, gta5:DIR or cityscapes:DIR)")
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    # Weight initialisation and the layers' own draws use the global generators: seeded from cfg.seed for the run
+    # and given back to the caller afterwards. The batches draw from their own generators.
+    with seeded(cfg.seed):
+        return _adapt(cfg, spec, source, target, model, device, callback)
+
+
+def _adapt(
+    cfg: AdaptConfig,
+    spec: MethodSpec,
+    source: Dataset,
+    target: Dataset,
+    model: DeepLabV2 | None,
+    device: torch.device,
+    callback: Callable[[int, dict[str, float]], None] | None,
+) -> AdaptResult:
+    """The body of :func:`adapt`, run with the global generators seeded from ``cfg.seed``."""
     if model is None:
         model = create_segmenter(cfg.arch, pretrained=cfg.pretrained)
     model = model.to(device).train()
