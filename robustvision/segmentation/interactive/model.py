@@ -109,8 +109,10 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 def _identity_grid(
     h: int, w: int, dtype: torch.dtype, device: torch.device, inference: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``flow_warp``'s sampling grid of the identity warp and the pixel-to-[-1, 1] scale (cached per size; a
-    tensor made under ``torch.inference_mode`` is kept apart from one that autograd may see)."""
+    """``flow_warp``'s identity sampling grid and its pixel-to-[-1, 1] scale, cached per size.
+
+    A tensor made under ``torch.inference_mode`` is kept apart from one that autograd may see.
+    """
     ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype)
     xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
