@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=30, help="clicks per backend (a new object every 5 clicks)")
     parser.add_argument("--backends", nargs="+", default=None)
     parser.add_argument("--quick", action="store_true", help="5 clicks per backend (a smoke run)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the target is for 2)")
     parser.add_argument(
         "--plain-beside", action="store_true", help="also serve the learned backends with optimize=false"
     )
@@ -126,7 +127,9 @@ def main() -> None:
     from robustvision.app.annotate.threads import on_torch_thread
     from robustvision.segmentation.interactive import PREDICTORS, create_predictor
 
-    torch.set_num_threads(2)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
     console = Console()
     folder = Path(tempfile.mkdtemp(prefix="rv_annotate_bench_"))
     image_path = make_image(folder)
@@ -144,7 +147,7 @@ def main() -> None:
         time.sleep(0.05)
     base = f"http://127.0.0.1:{port}"
     points = click_points(args.clicks)
-    table = Table(title=f"Per-click latency at 480x320, {args.clicks} clicks, torch threads=2")
+    table = Table(title=f"Per-click latency at 480x320, {args.clicks} clicks, torch threads={args.threads}")
     for col in ("backend", "HTTP median ms", "HTTP p95 ms", "direct median ms", "direct p95 ms", "HTTP overhead ms"):
         table.add_column(col, justify="right" if "ms" in col else "left")
     if args.plain_beside:
