@@ -149,7 +149,7 @@ def main() -> None:
     points = click_points(args.clicks)
     table = Table(title=f"Per-click latency at 480x320, {args.clicks} clicks, torch threads={args.threads}")
     for col in ("backend", "HTTP median ms", "HTTP p95 ms", "direct median ms", "direct p95 ms", "HTTP overhead ms"):
-        table.add_column(col, justify="right" if "ms" in col else "left")
+        table.add_column(col, justify="right" if "ms" in col else "left", no_wrap=col == "backend")
     if args.plain_beside:
         for backend in [b for b in backends if PREDICTORS.meta(b).get("kind") == "learned"]:
             PREDICTORS.add(f"{backend}_plain", plain_builder(backend), kind="learned")
