@@ -231,7 +231,8 @@ class InferenceConfig:
         disk_radius: click disk radius at network resolution.
         optimize: run an inference-only copy of the network with its batch norms folded into the convolutions
             (:func:`~robustvision.segmentation.interactive.fastpath.optimize_for_inference`; the same probabilities
-            up to float rounding, fewer operations per click). ``False`` runs the network as trained.
+            up to float rounding, fewer operations per click). ``False`` runs the network as trained. The copy is
+            made when the predictor is built: later changes to the network's weights need a new predictor.
     """
 
     zoom_in: bool = True
