@@ -16,6 +16,11 @@ Usage:
     python benchmarks/iseg.py --quick         # first 5 images (and 5 DUTS-val images with --duts-root)
     python benchmarks/iseg.py --duts-root ../data/DUTS-TR --duts-limit 100 --sets grabcut,duts_val
     python benchmarks/iseg.py --edgeflow ckpt.safetensors --noedge ckpt2.safetensors --json out.json
+    python benchmarks/iseg.py --predictors edgeflow,edgeflow_noedge --plain-beside   # fast path vs plain network
+
+``--plain-beside`` also runs each learned predictor with ``optimize=False`` (the network as trained, batch norms
+unfolded) on the same images, one image after the other, so the two latency figures share the machine's load;
+the NoC figures of the pair must agree.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import yaml
 from _support import missing_data, print_prerequisites, run
 
 from robustvision.runtime import shared_data_dir
-from robustvision.segmentation.interactive import create_predictor, evaluate_dataset
+from robustvision.segmentation.interactive import create_predictor, evaluate_sample
 from robustvision.segmentation.interactive.data import load_duts_val, load_grabcut
+from robustvision.segmentation.interactive.evaluate import summarize
 from robustvision.segmentation.interactive.predictor import WEIGHTS_DIR
 
 # Published GrabCut NoC (COCO+LVIS training, 230 epochs x 30k samples on GPUs; see shared notes).
@@ -62,6 +68,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--plain-beside",
+        action="store_true",
+        help="also run the learned predictors with optimize=false, interleaved per image (same-run latency peer)",
+    )
     ap.add_argument(
         "--set",
         action="append",
@@ -124,14 +135,34 @@ def main() -> None:
             card = json.loads(ck.with_suffix(".json").read_text())
             cards[name] = {k: card.get(k) for k in ("steps_done", "wall_seconds", "command", "seed")}
         predictors.append((name, p))
+        if args.plain_beside and name in checkpoints:
+            plain = create_predictor(name, checkpoint=checkpoints.get(name), **{**overrides, "optimize": False})
+            predictors.append((f"{name} (plain)", plain))
     for set_name, samples in data.items():
-        for name, p in predictors:
-            t0 = time.time()
-            s = evaluate_dataset(p, samples, max_clicks=args.max_clicks)
-            row = {"set": set_name, **s.as_row()}
-            row["eval_seconds"] = round(time.time() - t0, 1)
+        # One image at a time through every predictor: the load of a shared machine then weighs on all alike.
+        results: dict[str, list] = {name: [] for name, _ in predictors}
+        seconds = dict.fromkeys(results, 0.0)
+        for sample in samples:
+            for name, p in predictors:
+                t0 = time.time()
+                results[name].append(
+                    evaluate_sample(
+                        p, sample.image, sample.mask, name=sample.name, max_clicks=args.max_clicks, min_clicks=5
+                    )  # fmt: skip
+                )
+                seconds[name] += time.time() - t0
+        for name, _ in predictors:
+            s = summarize(name, results[name], max_clicks=args.max_clicks)
+            row = {"set": set_name, **s.as_row(), "eval_seconds": round(seconds[name], 1)}
             rows.append(row)
             print(f"done {name} on {set_name} in {row['eval_seconds']} s", flush=True)
+            plain = results.get(f"{name} (plain)")
+            if plain is not None:
+                # the simulated user follows the masks, so equal IoU curves mean equal masks click after click
+                diff = max(max(abs(a - b) for a, b in zip(x.ious, y.ious, strict=False)) for x, y in
+                           zip(results[name], plain, strict=True))  # fmt: skip
+                same = all(len(x.ious) == len(y.ious) for x, y in zip(results[name], plain, strict=True))
+                print(f"  {name} vs plain: max |IoU difference| over all clicks {diff:.2e}, same click counts: {same}")
 
     print()
     for set_name, samples in data.items():

@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -122,18 +123,25 @@ def disk_maps(points: torch.Tensor, height: int, width: int, radius: float = DIS
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"points must be B x N x 3 (y, x, label), got shape {tuple(points.shape)}")
     b = points.shape[0]
-    ys = torch.arange(height, device=points.device, dtype=torch.float32).view(1, 1, height, 1)
-    xs = torch.arange(width, device=points.device, dtype=torch.float32).view(1, 1, 1, width)
     out = torch.zeros(b, 2, height, width, device=points.device)
-    if points.shape[1] == 0:
-        return out
-    py = points[..., 0].float().view(b, -1, 1, 1)
-    px = points[..., 1].float().view(b, -1, 1, 1)
-    d2 = (ys - py) ** 2 + (xs - px) ** 2  # B x N x H x W
-    inside = d2 <= radius * radius
-    label = points[..., 2].view(b, -1, 1, 1)
-    out[:, 0] = (inside & (label == 1)).any(dim=1).float()
-    out[:, 1] = (inside & (label == 0)).any(dim=1).float()
+    r2 = radius * radius
+    # Each disk is drawn in its own window: the same float32 distance test as over the whole map, without an
+    # N x H x W distance tensor (at 400 px and 20 clicks that was several milliseconds of every click).
+    for bi, row in enumerate(points.detach().float().cpu().tolist()):
+        for y, x, label in row:
+            if label not in (0.0, 1.0):
+                continue
+            y0, y1 = max(math.floor(y - radius) - 1, 0), min(math.ceil(y + radius) + 2, height)
+            x0, x1 = max(math.floor(x - radius) - 1, 0), min(math.ceil(x + radius) + 2, width)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            ys = torch.arange(y0, y1, device=points.device, dtype=torch.float32).view(-1, 1)
+            xs = torch.arange(x0, x1, device=points.device, dtype=torch.float32).view(1, -1)
+            py = torch.tensor(y, device=points.device, dtype=torch.float32)
+            px = torch.tensor(x, device=points.device, dtype=torch.float32)
+            inside = (ys - py) ** 2 + (xs - px) ** 2 <= r2
+            window = out[bi, 0 if label == 1.0 else 1, y0:y1, x0:x1]
+            window.masked_fill_(inside, 1.0)
     return out
 
 

@@ -27,6 +27,7 @@ What is kept, at a width that trains on a CPU:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -95,13 +96,29 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         ``x`` sampled bilinearly at ``(y + flow_y, x + flow_x)``; a zero flow returns ``x`` exactly.
     """
     b, _, h, w = x.shape
-    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+    base, scale = _identity_grid(h, w, x.dtype, x.device, torch.is_inference_mode_enabled())
+    grid = base.expand(b, -1, -1, -1) + flow.permute(0, 2, 3, 1) * scale
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # grid_sample answers NCHW; the convolutions that read ``out`` would each convert it back
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _identity_grid(
+    h: int, w: int, dtype: torch.dtype, device: torch.device, inference: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flow_warp``'s identity sampling grid and its pixel-to-[-1, 1] scale, cached per size.
+
+    A tensor made under ``torch.inference_mode`` is kept apart from one that autograd may see.
+    """
+    ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    grid = torch.stack([gx, gy], dim=-1).unsqueeze(0).expand(b, -1, -1, -1)
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=x.device, dtype=x.dtype)
-    grid = grid + flow.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device, dtype=dtype)
+    return grid, scale
 
 
 class FlowAlign(nn.Module):
@@ -251,7 +268,9 @@ def _edgeflow_heads(
     def up(t: torch.Tensor) -> torch.Tensor:
         return F.interpolate(t, size=size, mode="bilinear", align_corners=True)
 
-    out = {"coarse": up(coarse), "aux": up(aux)}
+    out = {"coarse": up(coarse)}
+    if not getattr(net, "inference_only", False):  # the aux logits only feed a training loss
+        out["aux"] = up(aux)
     if not net.uses_edge:
         out["instances"] = out["coarse"]
         return out
@@ -261,7 +280,10 @@ def _edgeflow_heads(
     out["edges"] = edges
     if net.config.fine_stride > 1:
         small = [max(1, n // net.config.fine_stride) for n in size]
-        fine = up(net.finenet(F.interpolate(fine_in, size=small, mode="bilinear", align_corners=True)))
+        fine_in = F.interpolate(fine_in, size=small, mode="bilinear", align_corners=True)
+        if feats.is_contiguous(memory_format=torch.channels_last) and not feats.is_contiguous():
+            fine_in = fine_in.contiguous(memory_format=torch.channels_last)  # once, not once per FineNet branch
+        fine = up(net.finenet(fine_in))
     else:
         fine = net.finenet(fine_in)
     out["instances"] = fine
