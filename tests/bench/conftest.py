@@ -1,15 +1,14 @@
-"""Helpers shared by the bench tests: tiny trained checkpoints, test-only noises, a synthetic store."""
+"""Fixtures of the bench tests: tiny trained checkpoints, test-only noises, headless Chromium."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
-import numpy as np
+import pytest
 import torch
-import torch.nn.functional as F
 
-from robustvision.bench.store import CellRecord, ResultsStore
 from robustvision.models import create_model
 from robustvision.models.checkpoints import save_checkpoint
 from robustvision.noises.base import NOISES, Noise, NoiseKind
@@ -17,36 +16,17 @@ from robustvision.noises.base import NOISES, Noise, NoiseKind
 MIXER_KW = {"num_blocks": 1, "embed_dim": 32}
 
 
-def _train_lenet(technique: str, seed: int) -> torch.nn.Module:
-    from robustvision.data import create_dataset
-
-    torch.manual_seed(seed)
-    x, y = create_dataset("digits", split="train").tensors()
-    x, y = x[:640], y[:640]
-    model = create_model("lenet5", num_classes=10, image_size=32)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    smoothing = 0.1 if technique == "label_smoothing" else 0.0
-    model.train()
-    for _ in range(2):
-        for i in range(0, len(y), 64):
-            loss = F.cross_entropy(model(x[i : i + 64]), y[i : i + 64], label_smoothing=smoothing)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-def tiny_checkpoints(root: Path) -> Path:
-    """Three checkpoints (LeNet-5 standard and label-smoothing, a random-init 1-block Mixer), made once per
-    session under ``root`` and reused."""
+def _tiny_checkpoints(root: Path, train_lenet) -> Path:
+    """Three checkpoints (LeNet-5 standard and label-smoothing, a random-init 1-block Mixer), made once under
+    ``root`` and reused."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / ".done"
     if not done.exists():
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny nets: one thread is faster than two contending ones
-        save_checkpoint(_train_lenet("standard", 0), root / "lenet5_standard.safetensors", {"technique": "standard"})
+        save_checkpoint(train_lenet("standard", 0), root / "lenet5_standard.safetensors", {"technique": "standard"})
         save_checkpoint(
-            _train_lenet("label_smoothing", 1),
+            train_lenet("label_smoothing", 1),
             root / "lenet5_ls.safetensors",
             {"technique": "label_smoothing"},
         )
@@ -145,62 +125,49 @@ def registered_test_noises():
             NOISES._meta.pop(name, None)
 
 
-# ------------------------------------------------------------------------------------------- synthetic store
-def synthetic_store(url: str, seed: int = 0) -> ResultsStore:
-    """A store holding every kind of cell for three model variants, with seeded random correctness."""
-    rng = np.random.default_rng(seed)
-    store = ResultsStore(url)
-    n = 60
-    variants = [
-        ("resnet_s", "standard", "cnn", 0.95),
-        ("resnet_s", "pgd_at", "cnn", 0.85),
-        ("vit_s", "standard", "transformer", 0.9),
-    ]
-    settings = [("clean", "clean", 0.0, 0)]
-    settings += [
-        (a, "adversarial", e, lv) for a in ("fgsm", "pgd_linf") for lv, e in enumerate((0.5 / 255, 2 / 255, 8 / 255), 1)
-    ]
-    settings += [(c, "natural", float(s), s) for c in ("gaussian_noise", "fog") for s in (1, 3, 5)]
-    settings += [(s, "system", 1.0, 1) for s in ("resize_pil_bilinear", "decode_opencv", "precision_fp16")]
-    settings += [("imagenet_p:rotate", "natural", 0.0, 0)]
-    store.record_run(
-        "synthetic", dataset="digits", preset="quick", config={}, config_hash="0", package_version="t", git_commit=None
-    )
-    for model, tech, fam, base_acc in variants:
-        labels = rng.integers(0, 10, n)
-        for noise, kind, sev, lv in settings:
-            drop = {
-                "clean": 0,
-                "adversarial": 0.1 * lv * (0.3 if tech == "pgd_at" else 1),
-                "natural": 0.05 * lv,
-                "system": 0.03,
-            }[kind]
-            correct = rng.random(n) < max(0.0, base_acc - drop)
-            preds = np.where(correct, labels, (labels + 1) % 10)
-            metric = {"clean": "clean_accuracy", "adversarial": "robust_accuracy"}.get(kind, "accuracy")
-            metrics = {metric: float(correct.mean())}
-            if noise.startswith("imagenet_p"):
-                metrics = {"flip_probability_lower_better": float(rng.uniform(0.01, 0.1))}
-            elif kind == "natural":
-                metrics["corruption_error_lower_better"] = 1 - float(correct.mean())
-            store.write_cell(
-                "synthetic",
-                CellRecord(
-                    cell_key=f"digits/{model}/{tech}/{noise}/{sev:.6g}",
-                    config_hash="h",
-                    dataset="digits",
-                    model=model,
-                    technique=tech,
-                    noise=noise,
-                    kind=kind,
-                    severity=sev,
-                    seed=1,
-                    n=n,
-                    metrics=metrics,
-                    level=lv,
-                    family=fam,
-                    correct=correct,
-                    predictions=preds,
-                ),
-            )
-    return store
+
+
+# ------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def tiny_checkpoints(digits_lenet):
+    """A factory: ``tiny_checkpoints(root)`` writes the three tiny checkpoints under ``root`` (once) and returns it."""
+    return lambda root: _tiny_checkpoints(root, digits_lenet)
+
+
+@pytest.fixture(scope="session")
+def bench_checkpoints(tiny_checkpoints, tmp_path_factory) -> Path:
+    """The three tiny checkpoints, made once per test session."""
+    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
+
+
+@pytest.fixture
+def test_noises():
+    """The test noises (``test_darken``, ``test_posterize3``, ...) registered for one test."""
+    with registered_test_noises():
+        yield
+
+
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """``chromium(*args)`` runs headless Chromium with ``args`` (3 min at most), asserts it exits 0 without a console
+    message and returns the finished process; skips the test when no Chromium is found."""
+    import subprocess
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            break
+    else:
+        pytest.skip("no Chromium found (Debian: apt-get install chromium)")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([path, *CHROME_FLAGS, *args], capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+        assert not console, f"console messages: {console}"
+        return done
+
+    return run

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _bench_support import tiny_checkpoints
 
 import robustvision
 from robustvision.bench.plan import load_config
@@ -17,9 +16,8 @@ NOISES = ["fgsm", "pgd_linf@8/255", "gaussian_noise@3", "quantize_8bit", "precis
 
 
 @pytest.fixture(scope="module")
-def lenet(tmp_path_factory):
-    root = tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
-    return root / "lenet5_standard.safetensors"
+def lenet(bench_checkpoints):
+    return bench_checkpoints / "lenet5_standard.safetensors"
 
 
 def test_top_level_export():

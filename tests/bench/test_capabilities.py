@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
 
 import pytest
 import torch
-from test_bench_report import CHROME_FLAGS, _chromium
-from test_iseg_data import _fake_grabcut
 from typer.testing import CliRunner
 
 from robustvision.bench.capabilities import CAPABILITIES, Result, defend_rows, latest_results
@@ -51,9 +48,7 @@ def test_write_results_stores_rows_once_per_config(tmp_path):
             store.write_results("das", [], config={})
 
 
-def test_a_store_without_the_capability_column_is_read_as_is_and_migrated_when_written(tmp_path):
-    from _bench_support import synthetic_store
-
+def test_a_store_without_the_capability_column_is_read_as_is_and_migrated_when_written(synthetic_store, tmp_path):
     path = tmp_path / "old.db"
     synthetic_store(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:  # the layout of a store written before capabilities had rows
@@ -120,7 +115,7 @@ def _ok(args: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def filled_store(tmp_path_factory):
+def filled_store(fake_grabcut, tmp_path_factory):
     """One store filled by one small run of every capability's command."""
     from robustvision.models import create_model
     from robustvision.models.checkpoints import save_checkpoint
@@ -160,7 +155,7 @@ def filled_store(tmp_path_factory):
         _ok(["das", "evaluate", "--texture", str(tmp / "atk" / "texture.pt"), "--procedural", "--models",
              str(target), "--views", "2", *store])  # fmt: skip
         # iseg: GrabCut (the algorithm) on two generated instances; no --store: the default store
-        _fake_grabcut(tmp / "gc")
+        fake_grabcut(tmp / "gc")
         iseg_out = _ok(["iseg", "evaluate", "-p", "grabcut", "--root", str(tmp / "gc"), "--max-clicks", "3"])
         # adapt: three CFContra steps on tiny generated domains, then the checkpoint evaluated again
         mp.setattr("robustvision.segmentation.uda.specs.SYNTHETIC_SIZES", {"source": 8, "target": 8, "eval": 4})
@@ -226,10 +221,7 @@ def test_report_command_on_the_filled_store(filled_store, tmp_path):
 
 
 @pytest.mark.integration
-def test_five_section_report_in_headless_chromium(filled_store, tmp_path, artifacts_dir):
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no Chromium found (Debian: apt-get install chromium)")
+def test_five_section_report_in_headless_chromium(chromium, filled_store, tmp_path, artifacts_dir):
     with ResultsStore(filled_store["db"], create=False) as store:
         out = write_report(store, tmp_path / "report.html")
     probe = out.read_text().replace(
@@ -241,11 +233,7 @@ def test_five_section_report_in_headless_chromium(filled_store, tmp_path, artifa
     )
     probe_path = tmp_path / "probe.html"
     probe_path.write_text(probe)
-    dom = subprocess.run(
-        [chromium, *CHROME_FLAGS, "--dump-dom", probe_path.as_uri()], capture_output=True, text=True, timeout=180
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert not [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    dom = chromium("--dump-dom", probe_path.as_uri())
     assert "js-ready" in dom.stdout
     sections = re.search(r'data-sections="([^"]*)"', dom.stdout).group(1).split("|")
     assert [s.split(":")[0] for s in sections] == FIVE
@@ -253,11 +241,4 @@ def test_five_section_report_in_headless_chromium(filled_store, tmp_path, artifa
         _, images, rows = s.split(":")
         assert int(images) >= 1 and int(rows) >= 1, s
     shot = artifacts_dir / "report_five_sections.png"
-    run = subprocess.run(
-        [chromium, *CHROME_FLAGS, "--window-size=1280,4000", f"--screenshot={shot}", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert not [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    chromium("--window-size=1280,4000", f"--screenshot={shot}", out.as_uri())

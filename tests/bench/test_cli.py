@@ -5,17 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from _bench_support import synthetic_store
 from typer.testing import CliRunner
 
 from robustvision.cli import app
 from robustvision.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
@@ -41,9 +38,9 @@ def test_bench_bad_input_is_a_user_error(args, message, tmp_path):
     assert "\n" not in str(result.exception)
 
 
-def test_bench_error_prints_one_line_and_exit_2(tmp_path):
+def test_bench_error_prints_one_line_and_exit_2(repo_root, tmp_path):
     # A wide COLUMNS: rich hard-wraps long lines at the terminal width (80 when not a tty).
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "400"}
+    env = {**os.environ, "PYTHONPATH": str(repo_root) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "400"}
     done = subprocess.run(
         [sys.executable, "-m", "robustvision.cli", "bench", "--noises", "pgd_linf@2.0", "--out", ""],
         cwd=tmp_path,
@@ -58,7 +55,7 @@ def test_bench_error_prints_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing was created before the input was checked
 
 
-def test_results_show_export_and_report(tmp_path):
+def test_results_show_export_and_report(synthetic_store, tmp_path):
     db = tmp_path / "syn.db"
     synthetic_store(f"sqlite:///{db}").close()
     shown = runner.invoke(app, ["results", "show", "--store", str(db)])

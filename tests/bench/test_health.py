@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from _bench_support import tiny_checkpoints
 from typer.testing import CliRunner
 
 from robustvision.bench.health import CHECK_KIND, check_table
@@ -21,11 +20,6 @@ from robustvision.cli import app
 from robustvision.errors import UserError
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def bench_checkpoints(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
 
 
 def cfg_for(ckpts, store, **kw):

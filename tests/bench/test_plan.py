@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from _bench_support import registered_test_noises
 
 from robustvision.bench.plan import (
     PRESETS,
@@ -25,12 +24,6 @@ MODELS = [
     ModelEntry("lenet5", "standard", "cnn", "/x/a.safetensors", "h1"),
     ModelEntry("lenet5", "pgd_at", "cnn", "/x/b.safetensors", "h2"),
 ]
-
-
-@pytest.fixture
-def test_noises():
-    with registered_test_noises():
-        yield
 
 
 def plan(cfg, models=MODELS, size=32):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _bench_support import synthetic_store
 
 from robustvision.bench.store import CellRecord, ResultsStore
 from robustvision.bench.summary import summarize
@@ -88,7 +87,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_store_writes_and_reads_through_postgres(postgres_url, tmp_path):
+def test_store_writes_and_reads_through_postgres(postgres_url, synthetic_store, tmp_path):
     store = synthetic_store(postgres_url)
     try:
         assert store.engine.dialect.name == "postgresql"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _bench_support import registered_test_noises, tiny_checkpoints
 
 from robustvision.bench.plan import load_config
 from robustvision.bench.runner import AUTO_PROCESSES_MIN_UNITS, local_workers, run_bench
@@ -14,7 +13,7 @@ from robustvision.bench.store import ResultsStore
 pytestmark = pytest.mark.integration
 
 
-def test_worker_processes_match_in_process(tmp_path):
+def test_worker_processes_match_in_process(tiny_checkpoints, tmp_path):
     ckpts = tiny_checkpoints(tmp_path / "ckpts")
     common = dict(
         checkpoints=[str(ckpts)],
@@ -40,13 +39,13 @@ def test_worker_processes_match_in_process(tmp_path):
         assert run_bench(parallel, models, b).written == 0
 
 
-def test_automatic_worker_count():
+def test_automatic_worker_count(request):
     assert local_workers(3, 1, "cpu") == 3  # an explicit count is kept
     assert local_workers(0, AUTO_PROCESSES_MIN_UNITS - 1, "cpu") == 1  # short runs stay in-process
     assert 1 <= local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu", ["clean", "fgsm", "imagenet_p:noise"]) <= 2
     # a noise registered by the user's own code stays in-process: spawned workers would not know it
-    with registered_test_noises():
-        assert local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu", ["fgsm", "test_darken"]) == 1
+    request.getfixturevalue("test_noises")
+    assert local_workers(0, AUTO_PROCESSES_MIN_UNITS, "cpu", ["fgsm", "test_darken"]) == 1
 
 
 def test_every_packaged_noise_may_run_in_a_worker():

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-from _bench_support import tiny_checkpoints
 
 from robustvision.bench.plan import load_config
 from robustvision.bench.runner import check_ray_address, run_bench
@@ -16,11 +15,6 @@ from robustvision.checks import CHEAP_CHECKS
 from robustvision.errors import UserError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def bench_checkpoints(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
 
 
 def test_ray_matches_local(bench_checkpoints, tmp_path):

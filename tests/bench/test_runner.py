@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _bench_support import registered_test_noises, tiny_checkpoints
 
 from robustvision.bench.plan import load_config
 from robustvision.bench.runner import load_eval_data, run_bench
@@ -21,19 +20,6 @@ from robustvision.bench.sources import entries_from_paths, resolve_models
 from robustvision.bench.store import ResultsStore
 from robustvision.bench.summary import summarize
 from robustvision.noises import create_noise
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def bench_checkpoints(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory.getbasetemp() / "bench_ckpts")
-
-
-@pytest.fixture
-def test_noises():
-    with registered_test_noises():
-        yield
 
 
 def small_cfg(ckpts, store, **kw):
@@ -46,7 +32,7 @@ def small_cfg(ckpts, store, **kw):
         noises=["fgsm", "pgd_linf@8/255", "test_darken@1,4", "test_posterize3", "test_modelswap"],
         out="",
         threads=1,
-        checks=False,  # the health checks have their own tests (test_bench_health.py)
+        checks=False,  # the health checks have their own tests (tests/bench/test_health.py)
     )
     base.update(kw)
     return load_config("quick", **base)
@@ -122,7 +108,7 @@ def _count_cells(db: Path) -> int:
             return 0
 
 
-def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, tmp_path):
+def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, repo_root, tmp_path):
     db = tmp_path / "kill.db"
     # Many small cells (one model, 30 budgets, 3 PGD steps on 64 images) so the kill lands part-way.
     eps = ",".join(f"{k}/255" for k in range(1, 31))
@@ -132,7 +118,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(bench_checkpoints, t
         "--noises", f"pgd_linf@{eps}", "--n-examples", "64", "--n-adversarial", "64", "--attack-steps", "3",
         "--store", str(db), "--out", "", "--threads", "1", "--no-checks",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(repo_root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     total = 1 + 30
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -218,7 +204,7 @@ def test_zoo_trains_only_the_selected_members(bench_checkpoints, monkeypatch, tm
     assert len(asked) == 1
 
 
-def test_tiny_checkpoints_do_not_depend_on_the_thread_count(tmp_path):
+def test_tiny_checkpoints_do_not_depend_on_the_thread_count(tiny_checkpoints, tmp_path):
     """The bench fixtures' weights are the same whatever OMP_NUM_THREADS the suite runs with."""
     threads = torch.get_num_threads()
     try:

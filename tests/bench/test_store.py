@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _bench_support import synthetic_store
 
 from robustvision.bench.store import CellRecord, ResultsStore, StoreError
 from robustvision.errors import UserError
@@ -90,7 +89,7 @@ def test_a_failed_cell_write_leaves_nothing(tmp_path):
         assert store.write_cell("r1", record())
 
 
-def test_export_csv_and_parquet(tmp_path):
+def test_export_csv_and_parquet(synthetic_store, tmp_path):
     store = synthetic_store(f"sqlite:///{tmp_path / 's.db'}")
     df = store.results()
     csv = pd.read_csv(store.export(tmp_path / "out.csv"))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _check_toys import EPS0, bump, dead_zone, easy, linear_far, toy_data
 
 from robustvision.checks import CHECK_ORDER, CHECKS, CheckConfig, MaskedLogits, list_checks, run
 from robustvision.registry import UnknownNameError
+
+from .toys import EPS0, bump, dead_zone, easy, linear_far, toy_data
 
 
 def masked_easy():
@@ -149,16 +150,14 @@ def test_bad_names_and_data_are_clear_errors():
         run(easy(), "digits")
 
 
-def test_a_trained_lenet_passes_and_its_masked_copy_fails():
-    from _bench_support import _train_lenet
-
+def test_a_trained_lenet_passes_and_its_masked_copy_fails(digits_lenet):
     from robustvision.checks import CHEAP_SETTINGS
     from robustvision.data import create_dataset
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = _train_lenet("standard", 0)
+        model = digits_lenet("standard", 0)
         x, y = create_dataset("digits", split="test").tensors()
         config = CheckConfig(n_examples=48, **CHEAP_SETTINGS)
         names = ["gradients", "unbounded", "square"]

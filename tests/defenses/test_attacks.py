@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_gbn_lenet
 
 from robustvision.defenses.attacks import msd_perturb
 from robustvision.defenses.gbn import route_domain
@@ -30,8 +29,8 @@ def batch():
 
 
 @pytest.fixture(scope="module")
-def model():
-    return make_gbn_lenet()
+def model(gbn_lenet):
+    return gbn_lenet()
 
 
 def _inside(adv, x, norm, eps):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_gbn_lenet
 
 from robustvision.defenses.evaluate import (
     ATTACK_PRESETS,
@@ -42,10 +41,6 @@ def data():
     return model, x, y
 
 
-def _gbn(model, **kwargs):
-    return make_gbn_lenet(state=model.state_dict(), **kwargs)
-
-
 def test_union_is_below_every_norm_and_norms_below_clean(data):
     model, x, y = data
     report = evaluate_robustness(model, x, y, BUDGETS, QUICK)
@@ -59,9 +54,9 @@ def test_union_is_below_every_norm_and_norms_below_clean(data):
     assert len(report.per_attack) == 3
 
 
-def test_gbn_report_has_end_to_end_adaptive_and_gate_accuracy(data):
+def test_gbn_report_has_end_to_end_adaptive_and_gate_accuracy(gbn_lenet, data):
     model, x, y = data
-    gbn = _gbn(model)
+    gbn = gbn_lenet(state=model.state_dict())
     report = evaluate_robustness(gbn, x, y, BUDGETS, QUICK, adaptive=True)
     assert report.is_gbn
     # 3 end-to-end attacks + 3 norms x 4 routed branches + 3 norms x 4 gate-steering targets.
@@ -85,12 +80,12 @@ def test_gbn_report_has_end_to_end_adaptive_and_gate_accuracy(data):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
-def test_gate_steering_attack_stays_in_ball_and_moves_the_gate(data, norm):
+def test_gate_steering_attack_stays_in_ball_and_moves_the_gate(gbn_lenet, data, norm):
     from robustvision.defenses.attacks import GateSteeringPGD
     from robustvision.noises.adversarial import lp_norm
 
     model, x, y = data
-    gbn = _gbn(model)
+    gbn = gbn_lenet(state=model.state_dict())
     attack = GateSteeringPGD(gbn, norm=norm, eps=BUDGETS[norm], domain="l2", steps=10, weight=100.0)
     adv = attack(x, y, generator=torch.Generator().manual_seed(0))
     assert adv.min() >= 0 and adv.max() <= 1
@@ -105,9 +100,9 @@ def test_gate_steering_attack_stays_in_ball_and_moves_the_gate(data, norm):
     assert not gbn.training and gbn.net.bn1.route is None
 
 
-def test_gate_accuracy_counts_the_gates_argmax(data):
+def test_gate_accuracy_counts_the_gates_argmax(gbn_lenet, data):
     model, x, _ = data
-    gbn = _gbn(model)
+    gbn = gbn_lenet(state=model.state_dict())
     with torch.no_grad():  # make every gate pick branch "l2" whatever it sees
         gbn.net.bn1.gate.fc.bias.copy_(torch.tensor([0.0, 0.0, 1e4, 0.0]))
         gbn.net.bn2.gate.fc2.bias.copy_(torch.tensor([0.0, 0.0, 1e4, 0.0]))

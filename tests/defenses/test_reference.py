@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_gbn_lenet, make_toy_bars
 
 from robustvision.defenses.evaluate import (
     AttackSpec,
@@ -49,9 +47,9 @@ TOL = {"l1": 1e-3, "l2": 1e-5, "linf": 1e-6}
 
 
 @pytest.fixture(scope="module")
-def batch():
+def batch(gbn_lenet):
     """Images with pixels on both box bounds (as MNIST), labelled by an untrained model: half right, half wrong."""
-    model = make_gbn_lenet()
+    model = gbn_lenet()
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 1, 28, 28, generator=g)
     x[:, :, :5] = 0.0
@@ -138,9 +136,9 @@ def test_l1_topk_step_keeps_the_l1_budget_and_the_box(batch, freeze_box):
         assert (step[on_box] == 0).all()
 
 
-def test_routing_shares_sum_to_one_per_norm_and_layer(batch):
+def test_routing_shares_sum_to_one_per_norm_and_layer(gbn_lenet, batch):
     model, x, _ = batch
-    for m in (model, make_gbn_lenet(seed=1, gate_once=True)):
+    for m in (model, gbn_lenet(seed=1, gate_once=True)):
         shares = routing_shares(m, {"clean": x, "linf": (x + 0.1).clamp(0, 1)})
         assert set(shares) == {"clean", "linf"}
         for per_layer in shares.values():
@@ -148,7 +146,7 @@ def test_routing_shares_sum_to_one_per_norm_and_layer(batch):
             for row in per_layer.values():
                 assert list(row) == ["clean", "l1", "l2", "linf"]
                 assert sum(row.values()) == pytest.approx(1.0)
-    tied = make_gbn_lenet(seed=1, gate_once=True)
+    tied = gbn_lenet(seed=1, gate_once=True)
     shares = routing_shares(tied, {"clean": x})
     assert shares["clean"]["net.bn1"] == shares["clean"]["net.bn2"]  # one decision, reused
 
@@ -197,14 +195,14 @@ def test_evaluation_reports_the_routing_diagnosis(batch):
         evaluate_robustness(model, x[:4], y[:4], BUDGETS, specs, routing_attacks="some")
 
 
-def test_eat_alternates_l1_and_linf_from_batch_to_batch():
+def test_eat_alternates_l1_and_linf_from_batch_to_batch(toy_bars):
     eat = create_method("eat")
     assert [eat.norm_at(s) for s in range(5)] == ["l1", "linf", "l1", "linf", "l1"]
     cfg = DefenseConfig(method="eat", budgets={"l1": 2.0, "l2": 0.5, "linf": 0.05}, epochs=1, batch_size=8,
                         eps_ramp_epochs=0, max_steps_per_epoch=4)  # fmt: skip
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
     seen = []
-    train_defense(model, make_toy_bars(32), cfg, callback=lambda step, total, stats: seen.append(stats))
+    train_defense(model, toy_bars(32), cfg, callback=lambda step, total, stats: seen.append(stats))
     assert [s["trained_l1"] for s in seen] == [1.0, 0.0, 1.0, 0.0]
     assert [("acc_l1" in s, "acc_linf" in s) for s in seen] == [(True, False), (False, True)] * 2
     with pytest.raises(ValueError, match="E-AT alternates l1 and linf"):
@@ -235,8 +233,8 @@ def test_reference_recipe_settings_and_rescaled_attacks():
         DefenseConfig(method="avg", gate_adversary="mixture")
 
 
-def test_reference_gbn_variants_train_and_round_trip(tmp_path):
-    data = make_toy_bars(48)
+def test_reference_gbn_variants_train_and_round_trip(toy_bars, tmp_path):
+    data = toy_bars(48)
     cfg = DefenseConfig.from_recipe(
         "reference", attack_steps=2, method="gbn", gate_adversary="mixture", gate_once=True, epochs=2,
         batch_size=16, budgets={"l1": 2.0, "l2": 0.5, "linf": 0.05},
@@ -256,21 +254,20 @@ def test_reference_gbn_variants_train_and_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_avg_reference_recipe_includes_the_clean_loss():
+def test_avg_reference_recipe_includes_the_clean_loss(toy_bars):
     cfg = DefenseConfig.from_recipe("reference", attack_steps=1, method="avg", epochs=1, batch_size=16,
                                     max_steps_per_epoch=1, keep_best=False, schedule="cosine")  # fmt: skip
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
-    history = train_defense(model, make_toy_bars(16), cfg)
+    history = train_defense(model, toy_bars(16), cfg)
     assert set(history[0].stats) == {"acc_clean", "acc_l1", "acc_l2", "acc_linf"}
 
 
-def test_pgd_l1_topk_is_a_noise_without_importing_the_defences():
-    root = Path(__file__).resolve().parent.parent
+def test_pgd_l1_topk_is_a_noise_without_importing_the_defences(repo_root):
     code = (
         "import sys; from robustvision.noises import list_noises, NOISES; "
         "print('pgd_l1_topk' in list_noises(), NOISES.meta('pgd_l1_topk')['norm'], "
         "any(m.startswith('robustvision.defenses') for m in sys.modules))"
     )
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["True", "l1", "False"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_toy_bars
 
-from robustvision.data.base import TensorClassificationDataset
 from robustvision.defenses.gbn import gbn_layers
 from robustvision.defenses.multi_perturbation import AttackSettings, create_method, list_methods
 from robustvision.defenses.train import (
@@ -23,10 +21,6 @@ SMALL_EPS = {"l1": 2.0, "l2": 0.5, "linf": 0.05}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _toy(n: int = 96, seed: int = 0) -> TensorClassificationDataset:
-    return make_toy_bars(n, seed)
 
 
 def _config(method: str, **kw) -> DefenseConfig:
@@ -49,8 +43,8 @@ def test_methods_registry_lists_every_method():
 
 
 @pytest.mark.parametrize("method", ["standard", "pgd_linf", "pgd_l2", "pgd_l1", "avg", "max", "msd", "gbn"])
-def test_every_method_trains_a_step(method):
-    data = _toy(64)
+def test_every_method_trains_a_step(toy_bars, method):
+    data = toy_bars(64)
     cfg = _config(method, max_steps_per_epoch=1)
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
     history = train_defense(model, data, cfg)
@@ -60,8 +54,8 @@ def test_every_method_trains_a_step(method):
     assert not model.training
 
 
-def test_tiny_gbn_run_lowers_the_classification_and_gate_losses():
-    data = _toy(96)
+def test_tiny_gbn_run_lowers_the_classification_and_gate_losses(toy_bars):
+    data = toy_bars(96)
     cfg = _config("gbn", epochs=4, lr=0.1)
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
     history = train_defense(model, data, cfg, val_set=data)
@@ -70,8 +64,8 @@ def test_tiny_gbn_run_lowers_the_classification_and_gate_losses():
     assert history[-1].val_clean_acc > 0.5
 
 
-def test_gbn_gate_parameters_learn_only_from_the_domain_loss():
-    data = _toy(32)
+def test_gbn_gate_parameters_learn_only_from_the_domain_loss(toy_bars):
+    data = toy_bars(32)
     cfg = _config("gbn", max_steps_per_epoch=1, gate_lr=0.0)
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
     gate_before = [p.clone() for _, layer in gbn_layers(model) for p in layer.gate.parameters()]
@@ -81,8 +75,8 @@ def test_gbn_gate_parameters_learn_only_from_the_domain_loss():
     assert all(torch.equal(a, b) for a, b in zip(gate_before, gate_after, strict=True))
 
 
-def test_checkpoint_round_trip_and_domain_mismatch(tmp_path):
-    data = _toy(32)
+def test_checkpoint_round_trip_and_domain_mismatch(toy_bars, tmp_path):
+    data = toy_bars(32)
     cfg = _config("gbn", max_steps_per_epoch=1)
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
     history = train_defense(model, data, cfg)
@@ -133,8 +127,8 @@ def test_bad_configs_are_one_clear_error_each():
         build_model(_config("gbn", gbn_layers=["net.bn9"]), num_classes=4, in_chans=1, image_size=28)
 
 
-def test_method_and_model_must_agree():
-    data = _toy(32)
+def test_method_and_model_must_agree(toy_bars):
+    data = toy_bars(32)
     gbn_model = build_model(_config("gbn"), num_classes=4, in_chans=1, image_size=28)
     with pytest.raises(ValueError, match="cannot train a GBN model"):
         train_defense(gbn_model, data, _config("avg", max_steps_per_epoch=1))
@@ -143,11 +137,11 @@ def test_method_and_model_must_agree():
         train_defense(plain, data, _config("gbn", max_steps_per_epoch=1))
 
 
-def test_gbn_without_clean_branch_has_three_domains():
+def test_gbn_without_clean_branch_has_three_domains(toy_bars):
     cfg = _config("gbn", clean_branch=False, max_steps_per_epoch=1)
     model = build_model(cfg, num_classes=4, in_chans=1, image_size=28)
     assert gbn_layers(model)[0][1].domains == ("l1", "l2", "linf")
-    train_defense(model, _toy(32), cfg)
+    train_defense(model, toy_bars(32), cfg)
 
 
 @pytest.mark.shared_data

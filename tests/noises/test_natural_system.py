@@ -24,7 +24,7 @@ from robustvision.noises.precision import PrecisionNoise, precision_variant
 
 NATURAL = list_noises(kind="natural")
 # System noises that act on image tensors; the image-pipeline ones (pipeline_*) read the original files instead and
-# are tested in test_bench_imagenet.py.
+# are tested in tests/bench/test_imagenet.py.
 SYSTEM = [n for n in list_noises(kind="system") if not n.startswith("pipeline_")]
 HAS_AV = importlib.util.find_spec("av") is not None
 

@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 
 from robustvision.cli import app
 
-REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
-def cli_subprocess(*args: str, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the real entry point (``main``: expected errors -> one line, exit status 2)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env_extra or {})}
+def cli_subprocess(
+    root: Path, *args: str, env_extra: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run the real entry point from the checkout ``root`` (``main``: expected errors -> one line, exit status 2)."""
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "robustvision.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -81,8 +82,8 @@ def test_unknown_names_fail_as_user_errors_with_a_suggestion(args, hint):
     assert "did you mean" in str(result.exception) and hint in str(result.exception)
 
 
-def test_the_entry_point_turns_a_user_error_into_exit_2_and_one_line():
-    proc = cli_subprocess("train", "--model", "resnet81")
+def test_the_entry_point_turns_a_user_error_into_exit_2_and_one_line(repo_root):
+    proc = cli_subprocess(repo_root, "train", "--model", "resnet81")
     assert proc.returncode == 2, proc.stderr
     assert "did you mean" in proc.stderr and "resnet18" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
@@ -94,12 +95,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes_gloo(tmp_path):
+def test_torchrun_two_processes_gloo(repo_root, tmp_path):
     out = tmp_path / "ddp" / "model.safetensors"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     cmd += ["-m", "robustvision.cli", "train", "--model", "lenet5", "--epochs", "1", "--subset", "128"]
     cmd += ["--device", "cpu", "--no-progress", "--out", str(out), "--set", "batch_size=16"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     card = json.loads(out.with_suffix(".json").read_text())

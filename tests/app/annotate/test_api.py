@@ -7,17 +7,11 @@ import threading
 
 import numpy as np
 import pytest
-from annotate_helpers import make_folder
 from fastapi.testclient import TestClient
 
 from robustvision.app.annotate.controller import AnnotationProject, ClickSession
 from robustvision.app.annotate.export import export_project
 from robustvision.app.annotate.labels import Label, parse_labels, read_labels
-
-
-@pytest.fixture
-def project(tmp_path):
-    return AnnotationProject(make_folder(tmp_path), backend="grabcut")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-from annotate_helpers import make_folder
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -28,12 +27,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(project):
     uvicorn = pytest.importorskip("uvicorn")
-    from robustvision.app.annotate.controller import AnnotationProject
     from robustvision.app.annotate.server import create_app
 
-    project = AnnotationProject(make_folder(tmp_path), backend="grabcut")
     port = free_port()
     config = uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)

@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from annotate_helpers import make_folder
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -30,16 +29,6 @@ def make_client(project, **kwargs):
     return TestClient(
         app, base_url=BASE, headers={"X-RV-Token": app.state.token}, raise_server_exceptions=False
     ), app.state.token
-
-
-@pytest.fixture
-def folder(tmp_path):
-    return make_folder(tmp_path)
-
-
-@pytest.fixture
-def project(folder):
-    return AnnotationProject(folder, backend="grabcut")
 
 
 @pytest.fixture
@@ -272,7 +261,7 @@ def test_export_refuses_non_finite_or_unlabelled_objects(project, client):
     json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
 
-def test_cli_export_to_a_file_is_one_line(tmp_path, project):
+def test_cli_export_to_a_file_is_one_line(run_main, tmp_path, project):
     target = tmp_path / "file.txt"
     target.write_text("x")
     code, out = run_main(["annotate", "export", str(project.root), "--out", str(target)])
@@ -325,25 +314,7 @@ def test_stale_temporary_files_are_removed_at_start(project):
 
 
 # ---------------------------------------------------------------- CLI
-def run_main(argv):
-    import contextlib
-    import io
-    import sys
-
-    from robustvision.cli import main
-
-    buf = io.StringIO()
-    old = sys.argv
-    sys.argv = ["robustvision", *argv]
-    try:
-        with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as exc:
-            main()
-    finally:
-        sys.argv = old
-    return exc.value.code, buf.getvalue()
-
-
-def test_annotate_port_out_of_range_is_one_line(project):
+def test_annotate_port_out_of_range_is_one_line(run_main, project):
     code, out = run_main(["annotate", str(project.root), "--port", "70000"])
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "--port must be in 1..65535, got 70000" in lines[0], out
@@ -411,7 +382,7 @@ def test_checkpoints_get_a_normal_file_mode(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
-def test_annotate_serve_starts_with_odd_file_names(folder, monkeypatch):
+def test_annotate_serve_starts_with_odd_file_names(run_main, folder, monkeypatch):
     import robustvision.app.annotate.server as server
 
     add_odd_files(folder)

@@ -29,24 +29,13 @@ def _write(path: Path, arr: np.ndarray) -> None:
     assert cv2.imwrite(str(path), arr)
 
 
-def _fake_grabcut(root: Path, n: int = 2, size=(40, 60)) -> None:
-    for i in range(n):
-        img = np.full((*size, 3), 40, np.uint8)
-        img[10:30, 15:45] = 200
-        m = np.zeros(size, np.uint8)
-        m[10:30, 15:45] = 255
-        m[9, 15:45] = 128
-        _write(root / "data_GT" / f"im{i}.jpg", img)
-        _write(root / "boundary_GT" / f"im{i}.bmp", m)
-
-
 def test_fbrs_mask_encoding():
     raw = np.array([[0, 128, 255, 200]], np.uint8)
     assert encode_fbrs_mask(raw).tolist() == [[0, 255, 1, 1]]
 
 
-def test_grabcut_layout_and_errors(tmp_path):
-    _fake_grabcut(tmp_path)
+def test_grabcut_layout_and_errors(fake_grabcut, tmp_path):
+    fake_grabcut(tmp_path)
     _write(tmp_path / "boundary_GT" / "orphan.png", np.zeros((40, 60), np.uint8))  # mask without image: skipped
     samples = load_grabcut(tmp_path)
     assert [s.name for s in samples] == ["im0", "im1"]
@@ -133,8 +122,8 @@ def test_cli_predict_and_errors(tmp_path):
     assert r.exit_code != 0 and "y,x,+" in str(r.exception)
 
 
-def test_cli_evaluate_and_train(tmp_path):
-    _fake_grabcut(tmp_path / "gc")
+def test_cli_evaluate_and_train(fake_grabcut, tmp_path):
+    fake_grabcut(tmp_path / "gc")
     js = tmp_path / "rows.json"
     r = runner.invoke(app, ["evaluate", "-p", "grabcut", "--root", str(tmp_path / "gc"), "--max-clicks", "3",
                             "--json", str(js)])  # fmt: skip
