@@ -192,6 +192,19 @@ def synthetic_store():
     return _synthetic_store
 
 
+@pytest.fixture
+def foreign_sqlite(tmp_path) -> Path:
+    """``tmp_path/other.db``: a SQLite file that is not a results store (one unrelated table)."""
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+    return path
+
+
 def _fake_grabcut(root: Path, n: int = 2, size=(40, 60)) -> None:
     """Write ``n`` generated GrabCut-layout instances (``data_GT/imK.jpg``, ``boundary_GT/imK.bmp``) under ``root``."""
     import cv2

@@ -125,14 +125,8 @@ def test_results_and_report_with_unknown_run(synthetic_store, tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-def test_results_show_on_an_unrelated_sqlite_file_writes_nothing(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "other.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE t (x)")
-    con.commit()
-    con.close()
+def test_results_show_on_an_unrelated_sqlite_file_writes_nothing(foreign_sqlite):
+    path = foreign_sqlite
     before = path.read_bytes()
     user_error(["results", "show", "--store", str(path)], match="not a robustvision results store")
     assert path.read_bytes() == before

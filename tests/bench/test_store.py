@@ -129,16 +129,12 @@ def test_reading_commands_do_not_create_a_store(tmp_path):
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_reading_an_unrelated_sqlite_file_writes_nothing(tmp_path):
+def test_reading_an_unrelated_sqlite_file_writes_nothing(foreign_sqlite, tmp_path):
     import sqlite3
 
     from robustvision.bench.store import ResultsStore, StoreError
 
-    path = tmp_path / "other.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE notes (x TEXT)")
-    con.commit()
-    con.close()
+    path = foreign_sqlite
     before = path.read_bytes()
     with pytest.raises(StoreError, match="not a robustvision results store"):
         ResultsStore(path, create=False)
