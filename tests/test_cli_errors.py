@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
@@ -26,18 +24,6 @@ def user_error(args: list[str], *, match: str) -> str:
     message = str(result.exception)
     assert match in message and "\n" not in message, message
     return message
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    old = sys.argv
-    sys.argv = ["robustvision", *argv]
-    try:
-        with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
-            main()
-    finally:
-        sys.argv = old
-    return exc.value.code, out.getvalue()
 
 
 class _Evil:
@@ -130,9 +116,7 @@ def test_bench_baseline_must_exist(tmp_path):
     user_error(args, match="--baseline 'nosuch' is not a model here")
 
 
-def test_results_and_report_with_unknown_run(tmp_path):
-    from _bench_support import synthetic_store
-
+def test_results_and_report_with_unknown_run(synthetic_store, tmp_path):
     path = str(tmp_path / "s.db")
     synthetic_store(path).close()
     user_error(["results", "show", "--store", path, "--run", "nosuch"], match="no run 'nosuch'")
@@ -141,14 +125,8 @@ def test_results_and_report_with_unknown_run(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-def test_results_show_on_an_unrelated_sqlite_file_writes_nothing(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "other.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE t (x)")
-    con.commit()
-    con.close()
+def test_results_show_on_an_unrelated_sqlite_file_writes_nothing(foreign_sqlite):
+    path = foreign_sqlite
     before = path.read_bytes()
     user_error(["results", "show", "--store", str(path)], match="not a robustvision results store")
     assert path.read_bytes() == before
@@ -271,7 +249,7 @@ def test_decompression_bomb_in_an_imagefolder_is_one_line(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------- the CLI-wide guard
-def test_unexpected_errors_print_one_line(monkeypatch):
+def test_unexpected_errors_print_one_line(run_main, monkeypatch):
     import robustvision.data as data
 
     def boom(*args, **kwargs):

@@ -1,5 +1,6 @@
 """The commands the README and docs/*.md show exist: every ``robustvision`` subcommand and option, every
-``python benchmarks/X.py`` script and option, every ``make`` target. Docs and code cannot drift apart.
+``python benchmarks/X.py`` script and option, every ``make`` target, every test file named (``tests/...py``). Docs and
+code cannot drift apart.
 
 Commands come from the shell code blocks (fenced, language ``bash``/``sh``/``shell``/``console`` or none) and
 from inline code spans that start with ``robustvision``, ``python benchmarks/X.py`` or ``make``. Each
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console", "zsh"}
 SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "$("}
+TEST_FILE = re.compile(r"(?<![\w/.])tests/[\w/]*\.py\b")
 
 
 @dataclass(frozen=True)
@@ -260,11 +262,17 @@ def problems_of(cmd: Command) -> list[str]:
     return [f"{cmd.where}: {p}" for p in found]
 
 
+def missing_test_files(text: str) -> list[str]:
+    """The test files a doc names (``tests/bench/test_store.py``) that the checkout does not hold."""
+    return sorted({m for m in TEST_FILE.findall(text) if not (ROOT / m).is_file()})
+
+
 # ------------------------------------------------------------------------------------------------ tests
 @pytest.mark.parametrize("doc", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
 def test_every_documented_command_exists(doc: Path) -> None:
     problems = [p for cmd in doc_commands(doc) for p in problems_of(cmd)]
-    assert not problems, "documented commands that do not parse:\n" + "\n".join(problems)
+    problems += [f"{doc.relative_to(ROOT)}: no test file {name}" for name in missing_test_files(doc.read_text())]
+    assert not problems, "documented commands or test files that do not exist:\n" + "\n".join(problems)
 
 
 def test_the_docs_hold_commands_of_every_kind() -> None:
@@ -305,3 +313,5 @@ python benchmarks/no_such_script.py
     assert "no option --no-such-flag" in joined and "no such script" in joined
     assert "no target 'no-such-target'" in joined and "'smoke'" not in joined
     assert len(problems) == 7, joined
+    named = "`tests/conftest.py`, `pytest tests/bench/no_such_test.py`, tests/test_bench_store.py, a.tests/x.py"
+    assert missing_test_files(named) == ["tests/bench/no_such_test.py", "tests/test_bench_store.py"]
