@@ -354,12 +354,12 @@ def test_impulse_noise_statistics_match_the_reference(images, severity):
     assert np.abs(mine["hits"] - ref["hits"]).max() < 3 * tol
 
 
-def test_corruption_agreement_seeds_the_reference_impulse_noise(images):
+def test_corruption_agreement_seeds_the_reference_impulse_noise(images, repo_root):
     """The benchmark's reference impulse_noise follows ``np.random.seed`` (scikit-image >= 0.19 would not)."""
     import importlib
     import sys
 
-    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    bench = repo_root / "benchmarks"
     sys.path.insert(0, str(bench))
     try:
         agreement = importlib.import_module("corruption_agreement")
