@@ -60,7 +60,7 @@ from robustvision.defenses.multi_perturbation import (
     reference_attack,
 )
 from robustvision.models import create_model
-from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_weights, save_checkpoint
+from robustvision.models.checkpoints import CLASSIFIER_FORMAT, load_weights, model_from_card, save_checkpoint
 from robustvision.models.wrappers import ImageClassifier
 from robustvision.runtime import make_generator, seeded
 from robustvision.training.config import TrainConfig
@@ -543,17 +543,7 @@ def load_defense(
         FileNotFoundError: missing checkpoint or card.
     """
     state, card = load_weights(path, fmt=CLASSIFIER_FORMAT)
-    for key in ("arch", "num_classes", "image_size"):
-        if key not in card:
-            raise ValueError(f"model card of {str(path)!r} lacks {key!r}; was it written by save_defense?")
-    model = create_model(
-        card["arch"],
-        num_classes=card["num_classes"],
-        image_size=card["image_size"],
-        in_chans=card.get("in_chans", 3),
-        mean=card.get("mean"),
-        std=card.get("std"),
-    )
+    model = model_from_card(card, path)
     padding = (card.get("defense") or {}).get("conv1_padding")
     if padding is not None:
         set_lenet_padding(model, padding)

@@ -179,6 +179,28 @@ def check_finite_state(state: dict[str, torch.Tensor], path: str | Path) -> None
             raise ValueError(f"checkpoint {str(path)!r} has NaN or infinite weights (first in {key!r}); retrain it")
 
 
+def model_from_card(card: dict[str, Any], path: str | Path, **model_kwargs: Any) -> ImageClassifier:
+    """The untrained zoo model a classifier card describes (``arch``, ``num_classes``, ``image_size``, ...).
+
+    Raises:
+        ValueError: the card lacks one of the keys every classifier card has.
+    """
+    from robustvision.models.zoo import create_model
+
+    missing_keys = [k for k in ("arch", "num_classes", "image_size") if k not in card]
+    if missing_keys:
+        raise ValueError(f"model card of {str(path)!r} lacks {', '.join(missing_keys)}")
+    return create_model(
+        card["arch"],
+        num_classes=card["num_classes"],
+        image_size=card["image_size"],
+        in_chans=card.get("in_chans", 3),
+        mean=card.get("mean"),
+        std=card.get("std"),
+        **{**card.get("model_kwargs", {}), **model_kwargs},
+    )
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", **model_kwargs: Any
 ) -> tuple[ImageClassifier, dict[str, Any]]:
@@ -187,24 +209,10 @@ def load_checkpoint(
     Returns:
         ``(model, card)``.
     """
-    from robustvision.models.zoo import create_model
-
     card = read_card(path)
     state = load_state(path)
     check_finite_state(state, path)
-    missing_keys = [k for k in ("arch", "num_classes", "image_size") if k not in card]
-    if missing_keys:
-        raise ValueError(f"model card beside {str(path)!r} lacks {', '.join(missing_keys)}")
-    kwargs = {**card.get("model_kwargs", {}), **model_kwargs}
-    model = create_model(
-        card["arch"],
-        num_classes=card["num_classes"],
-        image_size=card["image_size"],
-        in_chans=card.get("in_chans", 3),
-        mean=card.get("mean"),
-        std=card.get("std"),
-        **kwargs,
-    )
+    model = model_from_card(card, path, **model_kwargs)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shapes that differ: "size mismatch for conv1.weight: ..."
