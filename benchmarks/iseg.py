@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--duts-root", default=None, help="DUTS-TR folder (DUTS-TR-Image/ + DUTS-TR-Mask/) for DUTS-val")
     ap.add_argument("--duts-limit", type=int, default=100, help="DUTS-val images (of the 500 held out; 0 = all)")
     ap.add_argument(
+        "--duts-start", type=int, default=0, help="first DUTS-val name used (settings were chosen on 300-399)"
+    )
+    ap.add_argument(
         "--sets",
         default=None,
         help="grabcut, duts_val or both (default: grabcut, plus duts_val when --duts-root is given)",
@@ -114,7 +117,10 @@ def main() -> None:
         data["grabcut"] = load_grabcut(args.root, limit=limit)
     if "duts_val" in sets:
         duts_limit = 5 if args.quick else (args.duts_limit or None)
-        data["duts_val"] = load_duts_val(args.duts_root, limit=duts_limit)
+        try:
+            data["duts_val"] = load_duts_val(args.duts_root, limit=duts_limit, start=args.duts_start)
+        except ValueError as err:
+            ap.error(str(err))
     checkpoints = {"edgeflow": args.edgeflow, "edgeflow_noedge": args.noedge}
     overrides = {}
     for item in args.set:

@@ -581,10 +581,16 @@ def duts_split(
 
 
 @ISEG_DATASETS.register("duts_val", layout="DUTS-TR-Image/ + DUTS-TR-Mask/ (the 500 held-out names)")
-def load_duts_val(root: str | Path, limit: int | None = None) -> list[ISegSample]:
-    """The DUTS-TR validation split (:func:`duts_split`), first ``limit`` names in sorted order."""
+def load_duts_val(root: str | Path, limit: int | None = None, start: int = 0) -> list[ISegSample]:
+    """The DUTS-TR validation split (:func:`duts_split`): ``limit`` names from the ``start``-th, in sorted order.
+
+    Raises:
+        ValueError: ``start`` is negative or past the split's end.
+    """
     _, val = duts_split(root)
-    folder = DutsFolder(root, val[:limit])
+    if not 0 <= start < len(val):
+        raise ValueError(f"start {start} is outside the {len(val)} DUTS-val names (0..{len(val) - 1})")
+    folder = DutsFolder(root, val[start : None if limit is None else start + limit])
     return [folder.sample(i) for i in range(len(folder))]
 
 

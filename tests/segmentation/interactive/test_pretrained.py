@@ -155,6 +155,17 @@ def test_duts_split_is_fixed_disjoint_and_seeded(duts):
         duts_split(duts, val_size=200)
 
 
+def test_duts_val_slices_from_start(duts, monkeypatch):
+    from robustvision.segmentation.interactive import data
+
+    split = duts_split(duts, val_size=20)
+    monkeypatch.setattr(data, "duts_split", lambda root: split)
+    assert [s.name for s in data.load_duts_val(duts, limit=5, start=10)] == split[1][10:15]
+    assert [s.name for s in data.load_duts_val(duts, start=18)] == split[1][18:]
+    with pytest.raises(ValueError, match="start 20 is outside the 20 DUTS-val names"):
+        data.load_duts_val(duts, start=20)
+
+
 def test_duts_mask_of_another_size_is_one_clear_error(duts, tmp_path):
     root = tmp_path / "duts"
     (root / "images").mkdir(parents=True)
