@@ -34,6 +34,9 @@ def train(
     overflow_prob: float = typer.Option(
         0.0, help="Share of samples starting from an overflowing previous mask + a negative click (teaches negatives)."
     ),
+    single_click_prob: float = typer.Option(
+        0.0, help="Share of samples trained with the first click alone (no extra clicks, empty previous mask)."
+    ),
     max_next_clicks: int = typer.Option(3, help="Most simulated iterative clicks per batch (RITM: 3)."),
     extra_clicks: int = typer.Option(
         3, help="Most random extra positives (and negatives) per sample; above 3 RITM's 0.8**k law (up to 24)."
@@ -88,6 +91,7 @@ def train(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, max_next_clicks=max_next_clicks,
             minutes=minutes, train_set=train_set, root=str(root) if root else None, threads=threads,
             workers=workers, warmup=warmup, overflow_prob=overflow_prob, extra_clicks=extra_clicks,
+            single_click_prob=single_click_prob,
             annotations=[str(a) for a in annotations], images=[str(i) for i in images], samples=samples,
             backbone_lr_mult=backbone_lr_mult,
             model=EdgeFlowConfig(width=width, blocks=blocks, edge_flow=not no_edge_flow, backbone=backbone),
@@ -98,6 +102,8 @@ def train(
                 "--workers and --warmup must be >= 0, --blocks >= 1, --overflow-prob in [0, 1] "
                 "and --extra-clicks in [0, 24]"
             )
+        if not 0 <= single_click_prob <= 1:
+            raise ValueError(f"--single-click-prob must be in [0, 1], got {single_click_prob}")
         if checkpoint_every < 1:
             raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
         if init is not None and not init.is_file():

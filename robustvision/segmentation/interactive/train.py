@@ -70,6 +70,10 @@ class EdgeFlowTrainConfig:
             plus a piece of the background around it) with a negative click placed in the overflow by the
             simulated user: it makes the network learn to obey negative clicks, which the synthetic objects
             rarely demand on their own (the session-3 checkpoints ignored them on GrabCut). 0 = off.
+        single_click_prob: share of samples trained in the first-click state alone: the one click in the object's
+            core, no extra or simulated clicks, an empty previous mask. With ``extra_clicks`` 8 and iterative
+            clicks that state is otherwise ~1 % of the samples, while every evaluation starts from it (IoU@1).
+            0 = off.
         workers: parallel workers for the CPU side of a step: that many data-loader processes synthesise
             samples and that many threads simulate the clicks (0 = all in the main thread). The result does
             not depend on it (each sample's data and clicks come from their own seeds); on a GPU it is what
@@ -99,6 +103,7 @@ class EdgeFlowTrainConfig:
     samples: int = 20000
     threads: int = 1
     overflow_prob: float = 0.0
+    single_click_prob: float = 0.0
     workers: int = 0
     checkpoint_every: int = 100
     init: str | None = None
@@ -415,11 +420,13 @@ def _train_edgeflow(
                 valid = (masks != 255).float().unsqueeze(1)
                 gt = (masks == 1).float().unsqueeze(1)
                 clicks = list(pmap(initial_clicks, gt_np, valid_np, rngs, [cfg.extra_clicks] * n))
+                single = _single_click_samples(cfg, step, n)
+                clicks = [c[:1] if alone else c for c, alone in zip(clicks, single, strict=True)]
                 aux = torch.zeros_like(gt)
                 if cfg.overflow_prob > 0:
                     starts = list(pmap(_maybe_overflow, gt_np, valid_np, rngs, [cfg.overflow_prob] * n))
                     for b, overflow in enumerate(starts):
-                        if overflow is not None:
+                        if overflow is not None and not single[b]:
                             prev, click = overflow
                             aux_b = mask_boundary(prev) if net.uses_edge else prev.astype(np.float32)
                             aux[b, 0] = torch.from_numpy(aux_b).to(dev)
@@ -433,10 +440,11 @@ def _train_edgeflow(
                         for _ in range(n_iter):
                             out = net.decode(cache, _coord(aux, clicks, cfg.crop))
                             prob = torch.sigmoid(out["instances"])
-                            aux = torch.sigmoid(out["edges"]) if net.uses_edge else prob
                             pred = (prob[:, 0] > 0.49).cpu().numpy()
+                            aux = (torch.sigmoid(out["edges"]) if net.uses_edge else prob).clone()
+                            aux[torch.tensor(single, device=dev)] = 0.0  # first-click samples keep no history
                             for b, c in enumerate(pmap(_next_click, pred, gt_np, valid_np, rngs)):
-                                if c is not None:
+                                if c is not None and not single[b]:
                                     clicks[b].append(c)
                     net.train()
                 for group in opt.param_groups:
@@ -497,6 +505,17 @@ def _train_edgeflow(
     return json.loads(Path(out_path).with_suffix(".json").read_text())
 
 
+def _single_click_samples(cfg: EdgeFlowTrainConfig, step: int, n: int) -> list[bool]:
+    """Which of the ``n`` samples of ``step`` train in the first-click state (own generators: a recipe without
+    first-click samples draws exactly what it drew before the option existed)."""
+    if cfg.single_click_prob <= 0:
+        return [False] * n
+    return [
+        np.random.default_rng(seed_from_key(cfg.seed, "iseg-single-click", step, b)).random() < cfg.single_click_prob
+        for b in range(n)
+    ]
+
+
 def _maybe_overflow(gt: np.ndarray, valid: np.ndarray, rng: np.random.Generator, prob: float):
     # the sample's own generator decides, so the run stays a pure function of (seed, step, sample)
     return overflow_start(gt, valid, rng) if rng.random() < prob else None
@@ -553,6 +572,8 @@ def _cli_args(cfg: EdgeFlowTrainConfig) -> list[str]:
         args.append(f"--blocks {cfg.model.blocks}")
     if cfg.overflow_prob:
         args.append(f"--overflow-prob {cfg.overflow_prob}")
+    if cfg.single_click_prob:
+        args.append(f"--single-click-prob {cfg.single_click_prob}")
     if cfg.extra_clicks != EdgeFlowTrainConfig.extra_clicks:
         args.append(f"--extra-clicks {cfg.extra_clicks}")
     if cfg.warmup != EdgeFlowTrainConfig.warmup:

@@ -136,6 +136,8 @@ def test_cli_evaluate_and_train(fake_grabcut, tmp_path):
     for bad in (["--workers", "-1"], ["--blocks", "0"], ["--overflow-prob", "1.5"], ["--extra-clicks", "30"]):
         r = runner.invoke(app, ["train", "--out", str(tmp_path / "m.safetensors"), *bad])
         assert r.exit_code != 0 and "--workers" in str(r.exception)
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "m.safetensors"), "--single-click-prob", "-0.1"])
+    assert r.exit_code != 0 and "--single-click-prob must be in [0, 1]" in str(r.exception)
 
 
 def _coco_folder(tmp_path: Path) -> Path:

@@ -214,6 +214,32 @@ def test_training_with_overflow_starts(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in card["history"])
 
 
+@pytest.mark.parametrize("single", [0.0, 1.0])
+def test_first_click_samples_train_on_the_first_click_alone(tmp_path, monkeypatch, single):
+    from robustvision.segmentation.interactive import train as train_mod
+
+    seen = []  # (click counts, previous-map mass) of every pass, simulated and trained
+
+    def recording_coord(aux, clicks, size):
+        seen.append(([len(c) for c in clicks], float(aux.abs().sum())))
+        return real_coord(aux, clicks, size)
+
+    real_coord = train_mod._coord
+    monkeypatch.setattr(train_mod, "_coord", recording_coord)
+    cfg = EdgeFlowTrainConfig(
+        steps=3, batch_size=2, crop=48, samples=6, warmup=1, overflow_prob=1.0, extra_clicks=8,
+        max_next_clicks=3, single_click_prob=single, model=EdgeFlowConfig(**TINY),
+    )  # fmt: skip
+    card = train_edgeflow(cfg, tmp_path / "s.safetensors", log_every=1)
+    counts = [n for c, _ in seen for n in c]
+    if single:
+        assert set(counts) == {1} and all(mass == 0 for _, mass in seen)
+        assert "--single-click-prob 1.0" in card["command"]
+    else:  # the overflow starts bring a negative click and a previous map: the test can tell the two apart
+        assert max(counts) > 1 and any(mass > 0 for _, mass in seen)
+        assert "--single-click-prob" not in card["command"]
+
+
 def test_extra_clicks_widen_the_initial_click_counts(tmp_path):
     from robustvision.segmentation.interactive.train import initial_clicks
 
