@@ -23,7 +23,7 @@ def test_shipped_checkpoint(name):
     assert card["model"]["backbone"] == "efficientnet_lite0"
     assert card["recipe"]["train_set"] == "duts:0.6,coco:0.4"
     assert all(len(src["commit"]) == 40 for src in card["train_data_sources"])
-    assert card["inference"]["max_side"] == 400 and card["inference"]["target_size"] == 320  # chosen on DUTS-val
+    assert card["inference"]["max_side"] == 256 and card["inference"]["target_size"] == 320  # chosen on DUTS-val
     p = create_predictor(name)
     img = np.full((120, 180, 3), 40, np.uint8)
     img[30:90, 50:130] = (230, 200, 40)
