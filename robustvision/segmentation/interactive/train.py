@@ -441,8 +441,10 @@ def _train_edgeflow(
                             out = net.decode(cache, _coord(aux, clicks, cfg.crop))
                             prob = torch.sigmoid(out["instances"])
                             pred = (prob[:, 0] > 0.49).cpu().numpy()
-                            aux = (torch.sigmoid(out["edges"]) if net.uses_edge else prob).clone()
-                            aux[torch.tensor(single, device=dev)] = 0.0  # first-click samples keep no history
+                            aux = torch.sigmoid(out["edges"]) if net.uses_edge else prob
+                            if any(single):  # first-click samples keep no history
+                                aux = aux.clone()
+                                aux[torch.tensor(single, device=dev)] = 0.0
                             for b, c in enumerate(pmap(_next_click, pred, gt_np, valid_np, rngs)):
                                 if c is not None and not single[b]:
                                     clicks[b].append(c)
